@@ -1,0 +1,449 @@
+"""The emulated platform: Unicorn engines behaving like WHPX partitions.
+
+One Unicorn engine per vCPU over one shared guest-RAM buffer. What WHPX does in
+hardware is done here in software and normalised into the same exits:
+- an executed 0xF1 (Unicorn: "invalid instruction") is a #DB with RIP at the byte;
+- RFLAGS.TF set by the host traps after one instruction (Unicorn models TF itself);
+- exceptions and interrupts that are not intercepted are delivered through the guest's
+  IDT by `delivery.py` (Unicorn never does);
+- HLT with IF=1 waits for an interrupt inside `run()`, as WHPX does with its APIC.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_MODE_64,
+    UC_PROT_ALL,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as x86
+
+from whpx_core.platform.base import (
+    Capabilities,
+    IoHandler,
+    Partition,
+    Platform,
+    PlatformError,
+    Vcpu,
+)
+from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
+from whpx_core.platform.emulated.registers import UnicornRegisters
+from whpx_core.platform.emulated.scheduler import Baton, VirtualClock
+from whpx_core.platform.emulated.unicorn_internals import CalibrationError, CpuInternals, calibrate
+from whpx_core.platform.exits import (
+    DR6_BS,
+    ERROR_CODE_VECTORS,
+    CanceledExit,
+    ExceptionExit,
+    Exit,
+    HaltExit,
+    InternalErrorExit,
+    ShutdownExit,
+    Vector,
+)
+from whpx_core.platform.paging import PageFault, PagingState, translate
+from whpx_core.platform.registers import RFLAGS_IF, RFLAGS_TF, Reg, RegValue
+
+# Instructions per slice: long enough to amortise a baton hand-over, short enough that a
+# cancel or the other vCPUs are served within about a millisecond.
+SLICE_INSTRUCTIONS = 50_000
+MAX_VCPUS = 64
+
+
+class EmulatedPlatform(Platform):
+    name = "emulated"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        try:
+            calibrate()
+        except CalibrationError as error:
+            return f"this Unicorn build is not supported ({error})"
+        return None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            icebp_exits=True,
+            single_step="tf",
+            hardware_breakpoints=0,
+            hardware_watchpoints=False,
+            guest_exception_delivery=True,
+            max_vcpus=MAX_VCPUS,
+            notes=("software model of WHPX debug semantics on Unicorn; virtual time",),
+        )
+
+    def describe(self) -> str:
+        return "emulated (Unicorn; WHPX debug semantics modelled in software, virtual time)"
+
+    def create_partition(self, vcpu_count: int) -> EmulatedPartition:
+        if not 1 <= vcpu_count <= MAX_VCPUS:
+            raise PlatformError(f"the emulated platform runs 1 to {MAX_VCPUS} vCPUs")
+        return EmulatedPartition(vcpu_count)
+
+
+@dataclass(slots=True)
+class _Ram:
+    gpa: int
+    buffer: mmap.mmap
+
+
+class EmulatedPartition(Partition):
+    def __init__(self, vcpu_count: int) -> None:
+        self.vcpu_count = vcpu_count
+        self.clock = VirtualClock()
+        self.baton = Baton()
+        self.intercepts: frozenset[int] = frozenset()
+        self.io: IoHandler | None = None
+        self._ram: list[_Ram] = []
+        self._vcpus = [EmulatedVcpu(self, i) for i in range(vcpu_count)]
+        self._closed = False
+
+    # -- memory ------------------------------------------------------------------
+    def map_memory(self, gpa: int, buffer: mmap.mmap) -> None:
+        if gpa % 4096 or len(buffer) % 4096:
+            raise PlatformError("guest memory must be page aligned")
+        self._ram.append(_Ram(gpa, buffer))
+        for vcpu in self._vcpus:
+            vcpu.map_ram(gpa, buffer)
+
+    def add_mmio_region(self, gpa: int, size: int) -> None:
+        for vcpu in self._vcpus:
+            vcpu.map_mmio(gpa, size)
+
+    def _find(self, gpa: int, size: int) -> tuple[mmap.mmap, int]:
+        for ram in self._ram:
+            if ram.gpa <= gpa and gpa + size <= ram.gpa + len(ram.buffer):
+                return ram.buffer, gpa - ram.gpa
+        raise PlatformError(f"guest-physical range {gpa:#x}+{size:#x} is not RAM")
+
+    def read_memory(self, gpa: int, size: int) -> bytes:
+        buffer, offset = self._find(gpa, size)
+        return buffer[offset : offset + size]
+
+    def write_memory(self, gpa: int, data: bytes) -> None:
+        buffer, offset = self._find(gpa, len(data))
+        buffer[offset : offset + len(data)] = data
+        # Unicorn keeps translated code: without this the old instruction bytes run on.
+        for vcpu in self._vcpus:
+            vcpu.uc.ctl_remove_cache(gpa, gpa + len(data))
+
+    # -- configuration --------------------------------------------------------------
+    def set_io_handler(self, handler: IoHandler) -> None:
+        self.io = handler
+
+    def set_exception_intercepts(self, vectors: frozenset[int]) -> None:
+        self.intercepts = frozenset(vectors)
+
+    def vcpu(self, index: int) -> EmulatedVcpu:
+        return self._vcpus[index]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for vcpu in self._vcpus:
+            vcpu.cancel()
+
+
+@dataclass(slots=True)
+class _Event:
+    kind: str  # "intr" or "invalid"
+    vector: int = 0
+
+
+class EmulatedVcpu(Vcpu):
+    def __init__(self, partition: EmulatedPartition, index: int) -> None:
+        self.index = index
+        self._p = partition
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+        self._internals = CpuInternals(uc)
+        self._regs = UnicornRegisters(uc, self._internals, self._read_linear)
+        self._event: _Event | None = None
+        self._cancel = False
+        self._stepping = False
+        self._guest_tf = False
+        self._halted = False
+        self._pending_irqs: set[int] = set()
+        self._pending_exception: tuple[int, int | None] | None = None
+        self._emu_thread: int | None = None
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x86.UC_X86_INS_OUT)
+
+    # -- memory plumbing --------------------------------------------------------------
+    def map_ram(self, gpa: int, buffer: mmap.mmap) -> None:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        self.uc.mem_map_ptr(gpa, len(buffer), UC_PROT_ALL, address)
+
+    def map_mmio(self, gpa: int, size: int) -> None:
+        def read(uc: Uc, offset: int, width: int, data: object) -> int:
+            assert self._p.io is not None
+            return self._p.io.mmio_read(self.index, gpa + offset, width)
+
+        def write(uc: Uc, offset: int, width: int, value: int, data: object) -> None:
+            assert self._p.io is not None
+            self._p.io.mmio_write(self.index, gpa + offset, width, value)
+
+        self.uc.mmio_map(gpa, size, read, None, write, None)
+
+    def _paging(self) -> PagingState:
+        return PagingState(self.uc.reg_read(x86.UC_X86_REG_CR0),
+                           self.uc.reg_read(x86.UC_X86_REG_CR3))
+
+    def _read_linear(self, va: int, size: int) -> bytes:
+        pa = translate(self._p.read_memory, self._paging(), va)
+        return self._p.read_memory(pa, size)
+
+    # -- registers --------------------------------------------------------------------
+    def get_registers(self, names: Iterable[Reg]) -> list[RegValue]:
+        names = list(names)
+        values = [self._regs.read(name) for name in names]
+        if self._stepping and not self._guest_tf and Reg.RFLAGS in names:
+            # The step primitive's TF belongs to the platform, not to the guest state.
+            at = names.index(Reg.RFLAGS)
+            values[at] = int(values[at]) & ~RFLAGS_TF
+        return values
+
+    def set_registers(self, values: Mapping[Reg, RegValue]) -> None:
+        self._regs.write(dict(values))
+
+    # -- control --------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel = True
+        if self._emu_thread == threading.get_ident():
+            self.uc.emu_stop()  # we are inside a hook of our own engine: safe
+        self._p.baton.wake_all()
+
+    def set_single_step(self, enabled: bool) -> None:
+        self._stepping = enabled
+
+    def request_interrupt(self, vector: int) -> None:
+        with self._p.baton.cond:
+            self._pending_irqs.add(vector)
+            self._p.baton.cond.notify_all()
+
+    def inject_exception(self, vector: int, error_code: int | None = None) -> None:
+        self._pending_exception = (vector, error_code)
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    # -- hooks (called by Unicorn on this vCPU's thread) ----------------------------
+    def _on_interrupt(self, uc: Uc, intno: int, data: object) -> None:
+        self._event = _Event("intr", intno)
+        uc.emu_stop()
+
+    def _on_invalid(self, uc: Uc, data: object) -> bool:
+        self._event = _Event("invalid")
+        uc.emu_stop()
+        return True
+
+    def _on_in(self, uc: Uc, port: int, size: int, data: object) -> int:
+        assert self._p.io is not None
+        return self._p.io.port_read(self.index, port, size)
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, data: object) -> None:
+        assert self._p.io is not None
+        self._p.io.port_write(self.index, port, size, value)
+
+    # -- running ----------------------------------------------------------------------
+    def run(self) -> Exit:
+        baton = self._p.baton
+        try:
+            while True:
+                if self._cancel:
+                    self._cancel = False
+                    return CanceledExit(self.uc.reg_read(x86.UC_X86_REG_RIP))
+                if self._pending_exception is not None:
+                    exit_ = self._deliver_injected()
+                    if exit_ is not None:
+                        return exit_
+                if self._halted:
+                    exit_ = self._wait_for_interrupt()
+                    if exit_ is not None:
+                        return exit_
+                    continue
+                exit_ = self._deliver_interrupt()
+                if exit_ is not None:
+                    return exit_
+                with baton.cond:
+                    baton.running.add(self.index)
+                baton.acquire(self.index)
+                try:
+                    exit_ = self._run_slice()
+                finally:
+                    baton.release(self.index)
+                if exit_ is not None:
+                    return exit_
+        finally:
+            with baton.cond:
+                baton.running.discard(self.index)
+                baton.cond.notify_all()
+
+    def _wait_for_interrupt(self) -> Exit | None:
+        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        if not self.uc.reg_read(x86.UC_X86_REG_RFLAGS) & RFLAGS_IF:
+            return HaltExit(rip)
+        baton, clock = self._p.baton, self._p.clock
+        with baton.cond:
+            baton.running.discard(self.index)
+            while True:
+                if self._cancel:
+                    self._cancel = False
+                    return CanceledExit(rip)
+                if self._pending_irqs:
+                    self._halted = False
+                    return None
+                if not baton.running and clock.warp_to_next_deadline():
+                    clock.fire_due()  # callbacks may request interrupts (re-entrant lock)
+                    continue
+                baton.cond.wait()
+
+    def _deliver_interrupt(self) -> Exit | None:
+        if not self._pending_irqs or self._stepping:
+            return None  # a step holds interrupts off, like the seed's interrupt shadow
+        rflags = self.uc.reg_read(x86.UC_X86_REG_RFLAGS)
+        if not rflags & RFLAGS_IF or self._internals.interrupt_shadow:
+            return None
+        with self._p.baton.cond:
+            vector = max(self._pending_irqs)  # the APIC serves the highest vector first
+            self._pending_irqs.discard(vector)
+        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        return self._deliver(Event(vector, rip))
+
+    def _deliver_injected(self) -> Exit | None:
+        assert self._pending_exception is not None
+        vector, error_code = self._pending_exception
+        self._pending_exception = None
+        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        return self._deliver(Event(vector, rip, error_code))
+
+    def _cpu_view(self) -> CpuView:
+        return CpuView(self.get_registers, self.set_registers, self._p.read_memory,
+                       self._p.write_memory)
+
+    def _deliver(self, event: Event) -> Exit | None:
+        rflags = self.uc.reg_read(x86.UC_X86_REG_RFLAGS)
+        image = rflags if self._guest_tf or not self._stepping else rflags & ~RFLAGS_TF
+        try:
+            deliver(self._cpu_view(), event, pushed_rflags=image)
+        except TripleFault:
+            return ShutdownExit(event.return_rip,
+                                f"triple fault delivering vector {event.vector}")
+        return None
+
+    def _instruction_bytes(self, rip: int, size: int = 16) -> bytes:
+        out = b""
+        while len(out) < size:
+            try:
+                out += self._read_linear(rip + len(out), 1)
+            except (PageFault, PlatformError):
+                break
+        return out
+
+    def _run_slice(self) -> Exit | None:
+        uc, clock = self.uc, self._p.clock
+        rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        count = SLICE_INSTRUCTIONS
+        deadline = clock.next_deadline()
+        if deadline is not None:
+            count = max(1, min(count, deadline - clock.now_ns()))
+        if self._stepping:
+            count = 1
+            rflags = uc.reg_read(x86.UC_X86_REG_RFLAGS)
+            self._guest_tf = bool(rflags & RFLAGS_TF)
+            uc.reg_write(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
+        self._event = None
+        self._emu_thread = threading.get_ident()
+        try:
+            uc.emu_start(rip, 0, count=count)
+        except UcError as error:
+            return InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP), f"emulation: {error}",
+                                     self._instruction_bytes(rip))
+        except Exception as error:  # an IoHandler failed inside a hook
+            return InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP),
+                                     f"device error: {error!r}")
+        finally:
+            self._emu_thread = None
+            if self._stepping and not self._guest_tf:
+                flags = uc.reg_read(x86.UC_X86_REG_RFLAGS)
+                uc.reg_write(x86.UC_X86_REG_RFLAGS, flags & ~RFLAGS_TF)
+        halted = self._internals.halted
+        if halted:
+            self._internals.clear_halted()
+            self._halted = True
+        event = self._event
+        clock.advance(count if event is None and not halted else 1)
+        clock.fire_due()
+        if event is not None:
+            self._internals.clear_exception_in_flight()
+            return self._on_event(event, rip)
+        if self._stepping:
+            # A one-instruction slice that ended without a #DB: HLT, or an instruction
+            # Unicorn finished without trapping. The step is done either way.
+            return ExceptionExit(Vector.DB, uc.reg_read(x86.UC_X86_REG_RIP),
+                                 debug_status=DR6_BS)
+        return None
+
+    def _on_event(self, event: _Event, slice_start: int) -> Exit | None:
+        uc = self.uc
+        rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        intercepts = self._p.intercepts
+        if event.kind == "invalid":
+            code = self._instruction_bytes(rip)
+            if code[:1] == b"\xf1":
+                exit_ = ExceptionExit(Vector.DB, rip, instruction_bytes=code)
+                if Vector.DB in intercepts:
+                    return exit_
+                uc.reg_write(x86.UC_X86_REG_RIP, rip + 1)
+                return self._after_delivery(Event(Vector.DB, rip + 1))
+            if Vector.UD in intercepts:
+                return ExceptionExit(Vector.UD, rip, instruction_bytes=code)
+            return self._after_delivery(Event(Vector.UD, rip))
+
+        vector = event.vector
+        software = self._internals.exception_is_int
+        if vector == Vector.DB and not software:
+            if self._stepping:
+                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
+            if Vector.DB in intercepts:
+                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
+            return self._after_delivery(Event(Vector.DB, rip))
+        error_code = None
+        if vector in ERROR_CODE_VECTORS and not software:
+            error_code = self._internals.error_code
+        if software:
+            # Report INT n / INT3 at the instruction, as a hardware intercept does.
+            length = 1 if self._instruction_bytes(rip - 1, 1) == b"\xcc" and vector == 3 else 2
+            start = rip - length
+            if vector in intercepts and not self._stepping:
+                uc.reg_write(x86.UC_X86_REG_RIP, start)
+                return ExceptionExit(vector, start, None, self._instruction_bytes(start))
+            return self._after_delivery(Event(vector, rip, None, software=True))
+        if vector in intercepts:
+            cr2 = uc.reg_read(x86.UC_X86_REG_CR2) if vector == Vector.PF else None
+            return ExceptionExit(vector, rip, error_code, self._instruction_bytes(rip), cr2)
+        return self._after_delivery(Event(vector, rip, error_code))
+
+    def _after_delivery(self, event: Event) -> Exit | None:
+        exit_ = self._deliver(event)
+        if exit_ is None and self._stepping:
+            # The step ends where the event took the vCPU: the handler's first instruction.
+            return ExceptionExit(Vector.DB, self.uc.reg_read(x86.UC_X86_REG_RIP),
+                                 debug_status=DR6_BS)
+        return exit_

@@ -1,0 +1,126 @@
+"""Reg <-> Unicorn register access for one engine."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from unicorn import Uc
+from unicorn import x86_const as x86
+
+from whpx_core.platform.delivery import segment_from_descriptor
+from whpx_core.platform.emulated.unicorn_internals import CpuInternals
+from whpx_core.platform.registers import INTERRUPT_SHADOW, Reg, RegValue, Segment, Table
+
+EFER_MSR = 0xC0000080
+
+_SIMPLE: dict[Reg, int] = {
+    Reg.RAX: x86.UC_X86_REG_RAX, Reg.RCX: x86.UC_X86_REG_RCX, Reg.RDX: x86.UC_X86_REG_RDX,
+    Reg.RBX: x86.UC_X86_REG_RBX, Reg.RSP: x86.UC_X86_REG_RSP, Reg.RBP: x86.UC_X86_REG_RBP,
+    Reg.RSI: x86.UC_X86_REG_RSI, Reg.RDI: x86.UC_X86_REG_RDI, Reg.R8: x86.UC_X86_REG_R8,
+    Reg.R9: x86.UC_X86_REG_R9, Reg.R10: x86.UC_X86_REG_R10, Reg.R11: x86.UC_X86_REG_R11,
+    Reg.R12: x86.UC_X86_REG_R12, Reg.R13: x86.UC_X86_REG_R13, Reg.R14: x86.UC_X86_REG_R14,
+    Reg.R15: x86.UC_X86_REG_R15, Reg.RIP: x86.UC_X86_REG_RIP,
+    Reg.RFLAGS: x86.UC_X86_REG_RFLAGS, Reg.CR0: x86.UC_X86_REG_CR0,
+    Reg.CR2: x86.UC_X86_REG_CR2, Reg.CR3: x86.UC_X86_REG_CR3, Reg.CR4: x86.UC_X86_REG_CR4,
+    Reg.CR8: x86.UC_X86_REG_CR8, Reg.DR0: x86.UC_X86_REG_DR0, Reg.DR1: x86.UC_X86_REG_DR1,
+    Reg.DR2: x86.UC_X86_REG_DR2, Reg.DR3: x86.UC_X86_REG_DR3, Reg.DR6: x86.UC_X86_REG_DR6,
+    Reg.DR7: x86.UC_X86_REG_DR7,
+}
+_SELECTOR: dict[Reg, int] = {
+    Reg.ES: x86.UC_X86_REG_ES, Reg.CS: x86.UC_X86_REG_CS, Reg.SS: x86.UC_X86_REG_SS,
+    Reg.DS: x86.UC_X86_REG_DS, Reg.FS: x86.UC_X86_REG_FS, Reg.GS: x86.UC_X86_REG_GS,
+}
+_SYSTEM_SEGMENT = {Reg.TR: x86.UC_X86_REG_TR, Reg.LDTR: x86.UC_X86_REG_LDTR}
+_TABLE = {Reg.GDTR: x86.UC_X86_REG_GDTR, Reg.IDTR: x86.UC_X86_REG_IDTR}
+_BASE = {Reg.FS: x86.UC_X86_REG_FS_BASE, Reg.GS: x86.UC_X86_REG_GS_BASE}
+
+# Applied first when several registers are set at once: a selector load reads the GDT
+# through the paging state, so mode and tables must already be in place.
+_SET_ORDER = {reg: n for n, reg in enumerate(
+    (Reg.CR0, Reg.CR3, Reg.CR4, Reg.EFER, Reg.GDTR, Reg.IDTR, Reg.TR, Reg.LDTR,
+     Reg.CS, Reg.SS, Reg.DS, Reg.ES, Reg.FS, Reg.GS))}
+
+
+class UnicornRegisters:
+    def __init__(
+        self, uc: Uc, internals: CpuInternals, read_linear: Callable[[int, int], bytes]
+    ) -> None:
+        self._uc = uc
+        self._internals = internals
+        self._read_linear = read_linear
+
+    def read(self, reg: Reg) -> RegValue:
+        uc = self._uc
+        if (uid := _SIMPLE.get(reg)) is not None:
+            return uc.reg_read(uid)
+        if (uid := _SELECTOR.get(reg)) is not None:
+            return self._segment(reg, uc.reg_read(uid))
+        if (uid := _SYSTEM_SEGMENT.get(reg)) is not None:
+            selector, base, limit, flags = uc.reg_read(uid)
+            return Segment(selector, base, limit, (flags >> 8) & 0xF0FF)
+        if (uid := _TABLE.get(reg)) is not None:
+            _, base, limit, _ = uc.reg_read(uid)
+            return Table(base, limit)
+        if reg is Reg.EFER:
+            return uc.reg_read(x86.UC_X86_REG_MSR, EFER_MSR)
+        if reg is Reg.INTERRUPT_STATE:
+            return INTERRUPT_SHADOW if self._internals.interrupt_shadow else 0
+        raise KeyError(reg)
+
+    def write(self, values: dict[Reg, RegValue]) -> None:
+        uc = self._uc
+        for reg in sorted(values, key=lambda r: _SET_ORDER.get(r, 99)):
+            value = values[reg]
+            if (uid := _SIMPLE.get(reg)) is not None:
+                uc.reg_write(uid, _as_int(reg, value))
+            elif (uid := _SELECTOR.get(reg)) is not None:
+                segment = _as_segment(reg, value)
+                uc.reg_write(uid, segment.selector)
+                if reg in _BASE:
+                    uc.reg_write(_BASE[reg], segment.base)
+            elif (uid := _SYSTEM_SEGMENT.get(reg)) is not None:
+                s = _as_segment(reg, value)
+                uc.reg_write(uid, (s.selector, s.base, s.limit, (s.attributes & 0xF0FF) << 8))
+            elif (uid := _TABLE.get(reg)) is not None:
+                if not isinstance(value, Table):
+                    raise TypeError(f"{reg.name} takes a Table, not {value!r}")
+                uc.reg_write(uid, (0, value.base, value.limit, 0))
+            elif reg is Reg.EFER:
+                uc.reg_write(x86.UC_X86_REG_MSR, (EFER_MSR, _as_int(reg, value)))
+            elif reg is Reg.INTERRUPT_STATE:
+                self._internals.interrupt_shadow = bool(_as_int(reg, value) & INTERRUPT_SHADOW)
+            else:
+                raise KeyError(reg)
+
+    def _segment(self, reg: Reg, selector: int) -> Segment:
+        # Unicorn exposes only the selector (and FS/GS bases); the hidden part is read
+        # back from the descriptor table, which is what a load put there.
+        base = self._uc.reg_read(_BASE[reg]) if reg in _BASE else 0
+        index = selector >> 3
+        if index == 0:
+            return Segment(selector, base, 0, 0)
+        _, gdt_base, gdt_limit, _ = self._uc.reg_read(x86.UC_X86_REG_GDTR)
+        if index * 8 + 7 > gdt_limit or selector & 4:
+            return Segment(selector, base, 0, 0)
+        try:
+            (descriptor,) = struct.unpack("<Q", self._read_linear(gdt_base + index * 8, 8))
+        except Exception:
+            return Segment(selector, base, 0, 0)
+        loaded = segment_from_descriptor(selector, descriptor)
+        return Segment(selector, base if reg in _BASE else loaded.base, loaded.limit,
+                       loaded.attributes)
+
+
+def _as_int(reg: Reg, value: RegValue) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"{reg.name} takes an integer, not {value!r}")
+    return value & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _as_segment(reg: Reg, value: RegValue) -> Segment:
+    if isinstance(value, int):
+        return Segment(value)
+    if not isinstance(value, Segment):
+        raise TypeError(f"{reg.name} takes a Segment or a selector, not {value!r}")
+    return value

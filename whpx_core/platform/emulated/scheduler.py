@@ -1,0 +1,108 @@
+"""Serial execution of emulated vCPUs, and the virtual clock that goes with it.
+
+Unicorn's LOCK prefix is not atomic across engines running in parallel, and an
+asynchronous `emu_stop` can re-execute a read-modify-write instruction
+(platform-facts §2). So at most one vCPU executes guest code at any time: each vCPU
+thread takes the baton, runs a `count=`-bounded slice, and hands the baton to the next
+waiting vCPU in round-robin order. Time is virtual: one instruction is one nanosecond,
+and when every vCPU in `run()` is halted, time jumps to the next timer deadline.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from whpx_core.platform.base import Clock
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: int
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualClock(Clock):
+    def __init__(self) -> None:
+        self._now = 0
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def call_at(self, deadline_ns: int, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(deadline_ns, next(self._seq), callback)
+        with self._lock:
+            heapq.heappush(self._timers, timer)
+        return timer
+
+    def advance(self, ns: int) -> None:
+        self._now += ns
+
+    def next_deadline(self) -> int | None:
+        with self._lock:
+            while self._timers and self._timers[0].cancelled:
+                heapq.heappop(self._timers)
+            return self._timers[0].deadline if self._timers else None
+
+    def warp_to_next_deadline(self) -> bool:
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        self._now = max(self._now, deadline)
+        return True
+
+    def fire_due(self) -> None:
+        due: list[_Timer] = []
+        with self._lock:
+            while self._timers and self._timers[0].deadline <= self._now:
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    due.append(timer)
+        for timer in due:
+            timer.callback()
+
+
+class Baton:
+    """Round-robin ownership of the one execution slot; also the partition's wake-up
+    condition (interrupts, cancels and timers all notify it)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._holder: int | None = None
+        self._last = -1
+        self._waiting: set[int] = set()
+        self.running: set[int] = set()  # inside run() and not halted
+
+    def _next(self) -> int:
+        after = [i for i in self._waiting if i > self._last]
+        return min(after) if after else min(self._waiting)
+
+    def acquire(self, index: int) -> None:
+        with self.cond:
+            self._waiting.add(index)
+            while self._holder is not None or self._next() != index:
+                self.cond.wait()
+            self._waiting.discard(index)
+            self._holder = index
+
+    def release(self, index: int) -> None:
+        with self.cond:
+            self._holder = None
+            self._last = index
+            if self._waiting:
+                self.cond.notify_all()
+
+    def wake_all(self) -> None:
+        with self.cond:
+            self.cond.notify_all()

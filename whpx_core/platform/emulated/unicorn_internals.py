@@ -1,0 +1,226 @@
+"""The only place that reaches into Unicorn's private CPU state.
+
+Unicorn's Python binding does not expose four things the emulated platform needs:
+- the error code of the last exception (#GP, #PF, ...),
+- whether the last exception came from INT n / INT3 (QEMU's `exception_is_int`),
+- the stale "exception in flight" (QEMU's `old_exception`): Unicorn never runs QEMU's
+  delivery code, so it stays set and the next fault is wrongly promoted to #DF,
+- the interrupt shadow after STI / MOV SS (QEMU's HF_INHIBIT_IRQ in `hflags`),
+- whether the last `emu_start` ended in HLT (QEMU's `CPUState.halted`); without it a
+  HLT looks exactly like the end of a `count=` slice.
+
+Rather than hard-coding offsets for one wheel, `calibrate()` finds them once per process
+by running probe instructions on a scratch engine and looking for the fields that change
+as the probes predict. If calibration fails, the emulated platform refuses to start with
+a message, instead of running guests wrongly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import struct
+from dataclasses import dataclass
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc
+from unicorn import x86_const as x86
+
+HF_INHIBIT_IRQ = 1 << 3  # QEMU target/i386/cpu.h
+
+
+class CalibrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Offsets:
+    cpu_pointer: int  # in uc_struct: the X86CPU pointer
+    env: int  # CPUX86State inside X86CPU
+    # The rest are relative to the env.
+    hflags: int
+    error_code: int
+    exception_is_int: int
+    old_exception: int
+    halted: int
+
+
+def _readable_ranges() -> list[tuple[int, int]]:
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            addresses, perms = line.split()[:2]
+            if perms.startswith("r"):
+                lo, hi = (int(x, 16) for x in addresses.split("-"))
+                ranges.append((lo, hi))
+    return ranges
+
+
+def _handle(uc: Uc) -> int:
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value or 0
+
+
+_SIGNATURE = [0x5A17_0000_0000_0001 * (i + 1) & (1 << 64) - 1 for i in range(4)]
+_SIGNATURE_REGS = (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX, x86.UC_X86_REG_RBX)
+_CODE = 0x1000
+
+
+def _probe_engine() -> tuple[Uc, list[tuple[int, int]]]:
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, 0x200000, UC_PROT_ALL)
+    uc.reg_write(x86.UC_X86_REG_RSP, 0x100000)
+    uc.hook_add(UC_HOOK_INTR, lambda uc, intno, data: uc.emu_stop())
+    return uc, _readable_ranges()
+
+
+def _run(uc: Uc, code: bytes, count: int) -> None:
+    uc.mem_write(_CODE, code + b"\x90" * 16)
+    uc.ctl_remove_cache(_CODE, _CODE + len(code) + 16)
+    uc.reg_write(x86.UC_X86_REG_RIP, _CODE)
+    uc.emu_start(_CODE, 0, count=count)
+
+
+def _find_env(uc: Uc, readable: list[tuple[int, int]]) -> tuple[int, int]:
+    """Find (uc_struct offset of the CPU pointer, env offset in the CPU object)."""
+
+    def is_readable(addr: int, size: int) -> bool:
+        return any(lo <= addr and addr + size <= hi for lo, hi in readable)
+
+    for reg, value in zip(_SIGNATURE_REGS, _SIGNATURE, strict=True):
+        uc.reg_write(reg, value)
+    needle = struct.pack("<4Q", *_SIGNATURE)  # QEMU regs[] order: RAX, RCX, RDX, RBX
+    handle = _handle(uc)
+    for field in range(0, 0x4000, 8):
+        if not is_readable(handle + field, 8):
+            break
+        (pointer,) = struct.unpack("<Q", ctypes.string_at(handle + field, 8))
+        span = 0x20000
+        while span >= 0x100 and not is_readable(pointer, span):
+            span //= 2
+        if span < 0x100:
+            continue
+        at = ctypes.string_at(pointer, span).find(needle)
+        if at >= 0:
+            return field, at
+    raise CalibrationError("could not locate the CPU state inside the Unicorn engine")
+
+
+def _i32(addr: int) -> int:
+    return ctypes.c_int32.from_address(addr).value
+
+
+def _single_match(candidates: list[int], what: str) -> int:
+    if len(candidates) != 1:
+        raise CalibrationError(f"{what}: {len(candidates)} candidate fields, expected 1")
+    return candidates[0]
+
+
+@functools.cache
+def calibrate() -> Offsets:
+    uc, readable = _probe_engine()
+    cpu_pointer, env_in_cpu = _find_env(uc, readable)
+    (cpu,) = struct.unpack("<Q", ctypes.string_at(_handle(uc) + cpu_pointer, 8))
+    env = cpu + env_in_cpu
+    window = 0x8000
+
+    def snapshot() -> bytes:
+        return ctypes.string_at(env, window)
+
+    def ints(blob: bytes) -> tuple[int, ...]:
+        return struct.unpack(f"<{len(blob) // 4}i", blob)
+
+    # Error code and old_exception: #GP(0x1234) from loading a selector past the GDT limit.
+    fresh = ints(snapshot())
+    _run(uc, bytes.fromhex("66b83412" "8ed8"), 10)  # mov ax,0x1234; mov ds,ax
+    gp = ints(snapshot())
+    error_code = _single_match(
+        [i * 4 for i, v in enumerate(gp) if v == 0x1234 and fresh[i] != 0x1234 and i > 32],
+        "error_code",
+    )
+    old_candidates = [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1]
+    old_exception = _single_match(old_candidates, "old_exception")
+    # Once cleared, a second contributory fault must stay #GP instead of becoming #DF.
+    ctypes.c_int32.from_address(env + old_exception).value = -1
+    vectors: list[int] = []
+    hook = uc.hook_add(UC_HOOK_INTR, lambda uc, intno, data: vectors.append(intno))
+    _run(uc, bytes.fromhex("66b86824" "8ed8"), 10)  # mov ax,0x2468; mov ds,ax
+    uc.hook_del(hook)
+    if vectors != [13] or _i32(env + error_code) != 0x2468:
+        raise CalibrationError(f"old_exception reset did not hold: vectors {vectors}")
+
+    # exception_is_int: 1 after INT n / INT3, 0 after a fault.
+    _run(uc, bytes.fromhex("cd30"), 5)
+    after_int = ints(snapshot())
+    ctypes.c_int32.from_address(env + old_exception).value = -1
+    _run(uc, bytes.fromhex("31c9f7f1"), 5)  # xor ecx,ecx; div ecx: #DE
+    after_fault = ints(snapshot())
+    ctypes.c_int32.from_address(env + old_exception).value = -1
+    is_int = _single_match(
+        [i * 4 for i, (a, b) in enumerate(zip(after_int, after_fault, strict=True))
+         if a == 1 and b == 0 and gp[i] == 0],
+        "exception_is_int",
+    )
+
+    # hflags: STI sets the interrupt shadow for exactly one instruction.
+    _run(uc, bytes.fromhex("fb"), 1)
+    after_sti = ints(snapshot())
+    _run(uc, bytes.fromhex("90"), 1)
+    after_nop = ints(snapshot())
+    hflags = _single_match(
+        [i * 4 for i, (a, b) in enumerate(zip(after_sti, after_nop, strict=True))
+         if a ^ b == HF_INHIBIT_IRQ],
+        "hflags",
+    )
+
+    # halted lives in CPUState, before the env: HLT sets it, a plain slice end does not.
+    before = env - window
+    _run(uc, bytes.fromhex("90f4"), 2)
+    halted_blob = ctypes.string_at(before, window)
+    _run(uc, bytes.fromhex("9090"), 2)
+    running_blob = ctypes.string_at(before, window)
+    halted = _single_match(
+        [k * 4 - window
+         for k, (a, b) in enumerate(zip(ints(halted_blob), ints(running_blob), strict=True))
+         if a == 1 and b == 0],
+        "halted",
+    )
+    return Offsets(cpu_pointer, env_in_cpu, hflags, error_code, is_int, old_exception, halted)
+
+
+class CpuInternals:
+    """Typed access to one engine's private fields (offsets from `calibrate()`)."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._offsets = offsets = calibrate()
+        (cpu,) = struct.unpack("<Q", ctypes.string_at(_handle(uc) + offsets.cpu_pointer, 8))
+        self._env = cpu + offsets.env
+        self._uc = uc  # keeps the engine (and so the memory) alive
+
+    def _field(self, offset: int) -> ctypes.c_int32:
+        return ctypes.c_int32.from_address(self._env + offset)
+
+    @property
+    def error_code(self) -> int:
+        return self._field(self._offsets.error_code).value & 0xFFFFFFFF
+
+    @property
+    def exception_is_int(self) -> bool:
+        return self._field(self._offsets.exception_is_int).value != 0
+
+    def clear_exception_in_flight(self) -> None:
+        self._field(self._offsets.old_exception).value = -1
+
+    @property
+    def interrupt_shadow(self) -> bool:
+        return bool(self._field(self._offsets.hflags).value & HF_INHIBIT_IRQ)
+
+    @interrupt_shadow.setter
+    def interrupt_shadow(self, value: bool) -> None:
+        field = self._field(self._offsets.hflags)
+        field.value = (field.value | HF_INHIBIT_IRQ) if value else (field.value & ~HF_INHIBIT_IRQ)
+
+    @property
+    def halted(self) -> bool:
+        return self._field(self._offsets.halted).value != 0
+
+    def clear_halted(self) -> None:
+        self._field(self._offsets.halted).value = 0
