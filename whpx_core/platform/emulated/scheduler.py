@@ -63,14 +63,14 @@ class VirtualClock(Clock):
         return True
 
     def fire_due(self) -> None:
-        due: list[_Timer] = []
-        with self._lock:
-            while self._timers and self._timers[0].deadline <= self._now:
+        """Run every callback that is due, including periodic ones re-armed meanwhile."""
+        while True:
+            with self._lock:
+                if not self._timers or self._timers[0].deadline > self._now:
+                    return
                 timer = heapq.heappop(self._timers)
-                if not timer.cancelled:
-                    due.append(timer)
-        for timer in due:
-            timer.callback()
+            if not timer.cancelled:
+                timer.callback()
 
 
 class Baton:

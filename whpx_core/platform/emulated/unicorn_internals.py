@@ -128,24 +128,28 @@ def calibrate() -> Offsets:
     def ints(blob: bytes) -> tuple[int, ...]:
         return struct.unpack(f"<{len(blob) // 4}i", blob)
 
-    # Error code and old_exception: #GP(0x1234) from loading a selector past the GDT limit.
+    # Error code and old_exception: #GP(selector) from loading a selector past the GDT
+    # limit, twice with different selectors, so a field must follow both to qualify.
     fresh = ints(snapshot())
     _run(uc, bytes.fromhex("66b83412" "8ed8"), 10)  # mov ax,0x1234; mov ds,ax
     gp = ints(snapshot())
-    error_code = _single_match(
-        [i * 4 for i, v in enumerate(gp) if v == 0x1234 and fresh[i] != 0x1234 and i > 32],
-        "error_code",
-    )
-    old_candidates = [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1]
-    old_exception = _single_match(old_candidates, "old_exception")
+    old_exception = _single_match(
+        [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1], "old_exception")
     # Once cleared, a second contributory fault must stay #GP instead of becoming #DF.
     ctypes.c_int32.from_address(env + old_exception).value = -1
     vectors: list[int] = []
     hook = uc.hook_add(UC_HOOK_INTR, lambda uc, intno, data: vectors.append(intno))
     _run(uc, bytes.fromhex("66b86824" "8ed8"), 10)  # mov ax,0x2468; mov ds,ax
     uc.hook_del(hook)
-    if vectors != [13] or _i32(env + error_code) != 0x2468:
+    gp2 = ints(snapshot())
+    if vectors != [13]:
         raise CalibrationError(f"old_exception reset did not hold: vectors {vectors}")
+    error_code = _single_match(
+        [i * 4 for i, (a, b) in enumerate(zip(gp, gp2, strict=True))
+         if a == 0x1234 and b == 0x2468 and i >= 32],  # past regs[], where RAX holds it too
+        "error_code",
+    )
+    ctypes.c_int32.from_address(env + old_exception).value = -1
 
     # exception_is_int: 1 after INT n / INT3, 0 after a fault.
     _run(uc, bytes.fromhex("cd30"), 5)
@@ -160,29 +164,30 @@ def calibrate() -> Offsets:
         "exception_is_int",
     )
 
-    # hflags: STI sets the interrupt shadow for exactly one instruction.
-    _run(uc, bytes.fromhex("fb"), 1)
-    after_sti = ints(snapshot())
-    _run(uc, bytes.fromhex("90"), 1)
-    after_nop = ints(snapshot())
-    hflags = _single_match(
-        [i * 4 for i, (a, b) in enumerate(zip(after_sti, after_nop, strict=True))
-         if a ^ b == HF_INHIBIT_IRQ],
-        "hflags",
-    )
+    # hflags: STI sets the interrupt shadow for exactly one instruction (probed twice).
+    def shadow_flips() -> list[int]:
+        _run(uc, bytes.fromhex("fb"), 1)
+        after_sti = ints(snapshot())
+        _run(uc, bytes.fromhex("90"), 1)
+        after_nop = ints(snapshot())
+        return [i * 4 for i, (a, b) in enumerate(zip(after_sti, after_nop, strict=True))
+                if a ^ b == HF_INHIBIT_IRQ and a & HF_INHIBIT_IRQ]
+
+    hflags = _single_match(sorted(set(shadow_flips()) & set(shadow_flips())), "hflags")
 
     # halted lives in CPUState, before the env: HLT sets it, a plain slice end does not.
     before = env - window
-    _run(uc, bytes.fromhex("90f4"), 2)
-    halted_blob = ctypes.string_at(before, window)
-    _run(uc, bytes.fromhex("9090"), 2)
-    running_blob = ctypes.string_at(before, window)
-    halted = _single_match(
-        [k * 4 - window
-         for k, (a, b) in enumerate(zip(ints(halted_blob), ints(running_blob), strict=True))
-         if a == 1 and b == 0],
-        "halted",
-    )
+
+    def halted_flips() -> list[int]:
+        _run(uc, bytes.fromhex("90f4"), 2)
+        halted_blob = ints(ctypes.string_at(before, window))
+        _run(uc, bytes.fromhex("9090"), 2)
+        running_blob = ints(ctypes.string_at(before, window))
+        return [k * 4 - window
+                for k, (a, b) in enumerate(zip(halted_blob, running_blob, strict=True))
+                if a == 1 and b == 0]
+
+    halted = _single_match(sorted(set(halted_flips()) & set(halted_flips())), "halted")
     return Offsets(cpu_pointer, env_in_cpu, hflags, error_code, is_int, old_exception, halted)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 
+from whpx_core.platform.kvm.bindings import KVM_X86_SHADOW_INT_STI
 from whpx_core.platform.kvm.fds import CData
 from whpx_core.platform.registers import (
     CONTROL_REGS,
@@ -123,7 +124,7 @@ def write_reg(reg: Reg, value: RegValue, structs: dict[Group, CData]) -> None:
         setattr(s, _SREGS_FIELDS[reg], value)
     elif group is Group.EVENTS:
         # STI-style shadow: blocks interrupts for one instruction, as WHv's bit 0 does.
-        s.interrupt.shadow = 2 if value & 1 else 0
+        s.interrupt.shadow = KVM_X86_SHADOW_INT_STI if value & 1 else 0
     elif reg in _DEBUG_INDEX:
         s.db[_DEBUG_INDEX[reg]] = value
     elif reg is Reg.DR6:

@@ -1,0 +1,63 @@
+"""Shared fixtures: the platforms present on this machine, and the sample guests.
+
+Every platform-dependent test takes the `platform` fixture, which runs it once per
+platform; a platform that is not usable here is skipped with its reason, and the
+terminal summary says which platforms ran and which were skipped and why.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "guests"))
+
+from whpx_core.platform.base import Platform, PlatformUnavailable  # noqa: E402
+from whpx_core.platform.choice import choose  # noqa: E402
+
+PLATFORMS = ("emulated", "kvm")
+_status: dict[str, str] = {}
+
+
+def _probe(name: str) -> Platform | str:
+    try:
+        return choose(name).platform
+    except PlatformUnavailable as error:
+        return str(error)
+
+
+_probed = {name: _probe(name) for name in PLATFORMS}
+
+
+@pytest.fixture(params=PLATFORMS)
+def platform(request: pytest.FixtureRequest) -> Platform:
+    found = _probed[request.param]
+    if isinstance(found, str):
+        _status[request.param] = f"skipped: {found}"
+        pytest.skip(found)
+    _status.setdefault(request.param, f"ran: {found.describe()}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def guests(tmp_path_factory: pytest.TempPathFactory):
+    """Build the sample guests once per session; returns name -> ELF path (-O0, DWARF 5)."""
+    import build  # tests/guests/build.py
+
+    out = tmp_path_factory.mktemp("guests")
+    return {name: build.build_guest(name, out) for name in build.GUESTS}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("platforms")
+    for name in PLATFORMS:
+        found = _probed[name]
+        status = _status.get(name)
+        if status is None:
+            status = f"not used by the selected tests ({'available' if not isinstance(found, str) else found})"
+        terminalreporter.write_line(f"{name}: {status}")
+    terminalreporter.write_line(
+        "whp: skipped: WHPX needs Windows; the WHPX backend is built in its own issue")

@@ -1,0 +1,406 @@
+"""One KVM vCPU behind the `Vcpu` interface: registers, the run loop, kicks, injection.
+
+The run loop is the one place that turns `kvm_run` into WHv-shaped exits. Port and MMIO
+accesses are answered inside it; kvm_pvm's emulation failures on INT1 / INT3 / INT n at
+CPL0 are normalised here (see `_on_emulation_failure`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from whpx_core.platform.base import PlatformError, Vcpu
+from whpx_core.platform.exits import (
+    DR6_BS,
+    DR6_FIXED,
+    CanceledExit,
+    ExceptionExit,
+    Exit,
+    HaltExit,
+    InternalErrorExit,
+    ShutdownExit,
+    Vector,
+)
+from whpx_core.platform.kvm import bindings as kb
+from whpx_core.platform.kvm.bindings import ffi
+from whpx_core.platform.kvm.fds import CData, KvmIoctlError, VcpuFd
+from whpx_core.platform.kvm.regs import Group, group_of, read_reg, write_reg
+from whpx_core.platform.paging import PageFault, PagingState, translate
+from whpx_core.platform.registers import Reg, RegValue
+
+if TYPE_CHECKING:
+    from whpx_core.platform.kvm.platform import KvmPartition
+
+# The signal that kicks a vCPU thread out of KVM_RUN (see platform.install_kick_handler).
+KICK_SIGNAL = signal.SIGUSR1
+
+_SYNC = kb.KVM_SYNC_X86_REGS | kb.KVM_SYNC_X86_SREGS
+_DR6_HITS = 0xF | DR6_BS
+_DR7_ENABLES = 0xFF  # L0-L3 / G0-G3
+
+
+class KvmVcpu(Vcpu):
+    """A vCPU; `run()` must be called from one host thread at a time."""
+
+    def __init__(self, partition: KvmPartition, index: int, fd: VcpuFd, sync_regs: int) -> None:
+        self.index = index
+        self._p = partition
+        self._fd = fd
+        self._run: CData = fd.kvm_run
+        # Sync registers: after each KVM_RUN, regs/sregs are in kvm_run and writes go back
+        # through kvm_dirty_regs, saving two ioctls per step (platform-facts.md).
+        self._run.kvm_valid_regs = sync_regs & _SYNC
+        self._synced = False  # True once a KVM_RUN has filled kvm_run.s
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: int | None = None  # ident of the thread inside run()
+        self._cancel = False
+        self._irqs: set[int] = set()
+        self._single_step = False
+        self._needs_completion = False  # an I/O answer KVM applies on the next KVM_RUN
+
+    # -- registers --------------------------------------------------------------------
+    def _structs(self, groups: Iterable[Group]) -> dict[Group, CData]:
+        out: dict[Group, CData] = {}
+        for group in groups:
+            if group is Group.REGS:
+                out[group] = self._run.s.regs.regs if self._sync(kb.KVM_SYNC_X86_REGS) else self._fd.get_regs()
+            elif group is Group.SREGS:
+                out[group] = self._run.s.regs.sregs if self._sync(kb.KVM_SYNC_X86_SREGS) else self._fd.get_sregs()
+            elif group is Group.DEBUG:
+                out[group] = self._fd.get_debugregs()
+            else:
+                out[group] = self._fd.get_vcpu_events()
+        return out
+
+    def _sync(self, bit: int) -> bool:
+        return self._synced and bool(self._run.kvm_valid_regs & bit)
+
+    def _commit(self, structs: dict[Group, CData]) -> None:
+        for group, s in structs.items():
+            if group is Group.REGS:
+                if self._sync(kb.KVM_SYNC_X86_REGS):
+                    self._run.kvm_dirty_regs |= kb.KVM_SYNC_X86_REGS
+                else:
+                    self._fd.set_regs(s)
+            elif group is Group.SREGS:
+                if self._sync(kb.KVM_SYNC_X86_SREGS):
+                    self._run.kvm_dirty_regs |= kb.KVM_SYNC_X86_SREGS
+                else:
+                    self._fd.set_sregs(s)
+                # Without an in-kernel APIC, KVM_RUN loads CR8 from kvm_run.cr8 on entry.
+                self._run.cr8 = s.cr8
+            elif group is Group.DEBUG:
+                self._fd.set_debugregs(s)
+                self._apply_guest_debug()
+            else:
+                s.flags = kb.KVM_VCPUEVENT_VALID_SHADOW
+                self._fd.set_vcpu_events(s)
+
+    def get_registers(self, names: Iterable[Reg]) -> list[RegValue]:
+        names = list(names)
+        structs = self._structs({group_of(n) for n in names})
+        return [read_reg(n, structs) for n in names]
+
+    def set_registers(self, values: Mapping[Reg, RegValue]) -> None:
+        structs = self._structs({group_of(n) for n in values})
+        for name, value in values.items():
+            write_reg(name, value, structs)
+        self._commit(structs)
+
+    def _rip(self) -> int:
+        return int(self._structs((Group.REGS,))[Group.REGS].rip)
+
+    # -- debug controls ---------------------------------------------------------------
+    def set_single_step(self, enabled: bool) -> None:
+        self._single_step = enabled
+        self._apply_guest_debug()
+
+    def _apply_guest_debug(self) -> None:
+        """KVM_SET_GUEST_DEBUG from the step flag, the intercepts and DR0-3/DR7.
+
+        With #DB intercepted, KVM takes DR0-3/DR7 from KVM_SET_GUEST_DEBUG rather than
+        the guest's own (USE_HW_BP), so the guest's debug registers are mirrored there:
+        breakpoints set through `set_registers(DR7...)` work as they do on WHv.
+        """
+        intercepts = self._p.intercepts
+        control = 0
+        debugreg: tuple[int, ...] = ()
+        if self._single_step:
+            control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_SINGLESTEP
+        if Vector.DB in intercepts:
+            control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_HW_BP
+            d = self._fd.get_debugregs()
+            debugreg = (d.db[0], d.db[1], d.db[2], d.db[3], 0, 0, d.dr6, d.dr7)
+        if Vector.BP in intercepts:
+            control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_SW_BP
+        self._fd.set_guest_debug(control, debugreg)
+
+    # -- events -----------------------------------------------------------------------
+    def request_interrupt(self, vector: int) -> None:
+        with self._lock:
+            self._irqs.add(vector)
+            self._wake.notify_all()
+            self._kick_locked()
+
+    def inject_exception(self, vector: int, error_code: int | None = None) -> None:
+        events = self._fd.get_vcpu_events()
+        events.exception.injected = 1
+        events.exception.nr = vector
+        events.exception.has_error_code = 0 if error_code is None else 1
+        events.exception.error_code = error_code or 0
+        events.flags = 0  # leave NMI / SIPI / shadow state as it is
+        self._fd.set_vcpu_events(events)
+
+    def _inject_software_interrupt(self, vector: int) -> None:
+        """Deliver `vector` through the guest IDT now, ignoring IF (as INT n does).
+
+        Measured on kvm_pvm: an injected event pushes the current RIP, whatever `soft`.
+        """
+        events = self._fd.get_vcpu_events()
+        events.interrupt.injected = 1
+        events.interrupt.nr = vector
+        events.interrupt.soft = 0
+        events.flags = 0
+        self._fd.set_vcpu_events(events)
+
+    # -- cancel / kick ----------------------------------------------------------------
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancel = True
+            self._wake.notify_all()
+            self._kick_locked()
+
+    def _kick_locked(self) -> None:
+        """Make a KVM_RUN in progress on another thread return EINTR promptly."""
+        thread = self._thread
+        if thread is None or thread == threading.get_ident():
+            return  # not running, or called from our own IoHandler: the loop checks flags
+        self._run.immediate_exit = 1  # covers the window before the thread enters KVM_RUN
+        try:
+            signal.pthread_kill(thread, KICK_SIGNAL)
+        except ProcessLookupError:
+            pass  # the thread is just leaving run()
+
+    # -- run --------------------------------------------------------------------------
+    def run(self) -> Exit:
+        with self._lock:
+            if self._thread is not None:
+                raise PlatformError(f"vCPU {self.index}: run() is already in progress")
+            if self._p.closed:
+                raise PlatformError("the partition is closed")
+            self._thread = threading.get_ident()
+        try:
+            while True:
+                exit_ = self._step_loop()
+                if exit_ is not None:
+                    return exit_
+        finally:
+            with self._lock:
+                self._thread = None
+                self._run.immediate_exit = 0
+                self._wake.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no thread is inside run(); False on timeout or from that thread."""
+        with self._lock:
+            if self._thread == threading.get_ident():
+                return False
+            return self._wake.wait_for(lambda: self._thread is None, timeout)
+
+    def _step_loop(self) -> Exit | None:
+        """One KVM_RUN and its exit; None means go round again."""
+        run = self._run
+        with self._lock:
+            if self._cancel:
+                self._cancel = False
+                if self._needs_completion:
+                    # Let KVM apply the I/O answer without running the guest, so the
+                    # registers the caller now reads include the finished IN / MMIO read.
+                    run.immediate_exit = 1
+                    self._enter()
+                return CanceledExit(self._rip())
+            run.immediate_exit = 0
+            vector = self._pick_interrupt()
+        if vector is not None:
+            try:
+                self._fd.interrupt(vector)
+            except KvmIoctlError:
+                with self._lock:
+                    self._irqs.add(vector)  # one already queued in KVM: retry next entry
+        if not self._enter():
+            return None  # kicked: a cancel or an interrupt request, handled above
+        return self._dispatch()
+
+    def _enter(self) -> bool:
+        self._needs_completion = False
+        entered = self._fd.run()
+        self._synced = bool(self._run.kvm_valid_regs)  # KVM stores them on EINTR too
+        return entered
+
+    def _pick_interrupt(self) -> int | None:
+        """Under the lock: the vector to inject before this entry, if the guest can take
+        one now; otherwise ask KVM to exit when it can (KVM_EXIT_IRQ_WINDOW_OPEN)."""
+        run = self._run
+        run.request_interrupt_window = 0
+        if not self._irqs or self._single_step:
+            return None  # a step holds interrupts off, as the emulated platform does
+        if not (run.ready_for_interrupt_injection and run.if_flag):
+            run.request_interrupt_window = 1
+            return None
+        vector = max(self._irqs)  # the APIC serves the highest vector first
+        self._irqs.discard(vector)
+        if self._irqs:
+            run.request_interrupt_window = 1
+        return vector
+
+    def _dispatch(self) -> Exit | None:
+        run = self._run
+        reason = run.exit_reason
+        if reason == kb.KVM_EXIT_IO:
+            self._on_port_io()
+            return None
+        if reason == kb.KVM_EXIT_MMIO:
+            return self._on_mmio()
+        if reason in (kb.KVM_EXIT_IRQ_WINDOW_OPEN, kb.KVM_EXIT_INTR):
+            return None
+        if reason == kb.KVM_EXIT_HLT:
+            return self._on_halt()
+        if reason == kb.KVM_EXIT_DEBUG:
+            return self._on_debug()
+        if reason == kb.KVM_EXIT_SHUTDOWN:
+            return ShutdownExit(self._rip())
+        if reason == kb.KVM_EXIT_INTERNAL_ERROR:
+            return self._on_internal_error()
+        if reason == kb.KVM_EXIT_FAIL_ENTRY:
+            hw = run.fail_entry.hardware_entry_failure_reason
+            return InternalErrorExit(self._rip(), f"VM entry failed (hardware reason {hw:#x})")
+        return InternalErrorExit(self._rip(), f"unexpected KVM exit reason {reason}")
+
+    # -- exits --------------------------------------------------------------------------
+    def _on_port_io(self) -> None:
+        io = self._run.io
+        size, port, count, offset = io.size, io.port, io.count, io.data_offset
+        area = self._fd.run_area
+        handler = self._p.io_handler
+        if io.direction == kb.KVM_EXIT_IO_OUT:
+            data = area[offset : offset + size * count]
+            for i in range(count):  # count > 1: string I/O (OUTS with REP)
+                value = int.from_bytes(data[i * size : (i + 1) * size], "little")
+                if handler is not None:
+                    handler.port_write(self.index, port, size, value)
+        else:
+            mask = (1 << (8 * size)) - 1
+            out = bytearray()
+            for _ in range(count):
+                value = handler.port_read(self.index, port, size) if handler else mask
+                out += (value & mask).to_bytes(size, "little")
+            area[offset : offset + len(out)] = bytes(out)
+            self._needs_completion = True
+
+    def _on_mmio(self) -> Exit | None:
+        mmio = self._run.mmio
+        gpa, size = mmio.phys_addr, mmio.len
+        handler = self._p.io_handler
+        if not self._p.is_mmio(gpa, size):
+            kind = "write to" if mmio.is_write else "read from"
+            return InternalErrorExit(
+                self._rip(), f"guest {kind} unmapped guest-physical address {gpa:#x} ({size} B)"
+            )
+        if mmio.is_write:
+            value = int.from_bytes(bytes(ffi.buffer(mmio.data, size)), "little")
+            if handler is not None:
+                handler.mmio_write(self.index, gpa, size, value)
+        else:
+            mask = (1 << (8 * size)) - 1
+            value = handler.mmio_read(self.index, gpa, size) if handler else mask
+            ffi.memmove(mmio.data, (value & mask).to_bytes(size, "little"), size)
+            self._needs_completion = True
+        return None
+
+    def _on_halt(self) -> Exit | None:
+        if not self._run.if_flag:
+            return HaltExit(self._rip())
+        # HLT with IF=1: WHv keeps the vCPU inside run() until an interrupt arrives.
+        with self._lock:
+            while not self._irqs and not self._cancel:
+                self._wake.wait()
+        return None
+
+    def _on_debug(self) -> Exit:
+        arch = self._run.debug.arch
+        vector, pc, dr6 = arch.exception, arch.pc, arch.dr6
+        if vector == Vector.DB:
+            insn = b""
+            if not dr6 & _DR6_HITS:
+                # Neither a step nor a DRn hit: an intercepted INT1 (hardware KVM reports
+                # it with pc at the 0xF1 byte). Give the bytes so `is_icebp` holds.
+                insn = self._instruction_bytes(pc)
+            return ExceptionExit(Vector.DB, pc, debug_status=dr6, instruction_bytes=insn)
+        return ExceptionExit(vector, pc, instruction_bytes=self._instruction_bytes(pc))
+
+    def _on_internal_error(self) -> Exit | None:
+        internal = self._run.internal
+        rip = self._rip()
+        if internal.suberror != kb.KVM_INTERNAL_ERROR_EMULATION or internal.ndata < 2:
+            data = " ".join(f"{internal.data[i]:#x}" for i in range(min(internal.ndata, 16)))
+            return InternalErrorExit(
+                rip, f"KVM internal error, suberror {internal.suberror} (data: {data or '-'})"
+            )
+        # struct emulation_failure: data[0] = flags, then insn_size (u8) + insn_bytes[15].
+        raw = bytes(ffi.buffer(ffi.addressof(internal.data, 1), 16))
+        insn = raw[1 : 1 + min(raw[0], 15)]
+        return self._on_emulation_failure(rip, insn)
+
+    def _on_emulation_failure(self, rip: int, insn: bytes) -> Exit | None:
+        """kvm_pvm emulates CPL0 code and cannot execute INT1, INT3 or INT n there.
+
+        Intercepted vectors become the exit WHv gives (#DB / #BP with RIP at the
+        instruction); others are delivered through the guest IDT as the CPU would
+        (RIP past the instruction, then an injected event), so guests still work.
+        """
+        intercepts = self._p.intercepts
+        first = insn[:1]
+        if first == b"\xf1":
+            if Vector.DB in intercepts:
+                return ExceptionExit(
+                    Vector.DB, rip, instruction_bytes=insn, debug_status=DR6_FIXED
+                )
+            return self._deliver_software(rip, 1, Vector.DB)
+        if first == b"\xcc":
+            if Vector.BP in intercepts:
+                return ExceptionExit(Vector.BP, rip, instruction_bytes=insn)
+            return self._deliver_software(rip, 1, Vector.BP)
+        if first == b"\xcd" and len(insn) >= 2:
+            return self._deliver_software(rip, 2, insn[1])
+        return InternalErrorExit(
+            rip,
+            f"instruction emulation failed at {rip:#x} (bytes: {insn.hex(' ') or 'none'})",
+            insn,
+        )
+
+    def _deliver_software(self, rip: int, length: int, vector: int) -> None:
+        self.set_registers({Reg.RIP: rip + length})
+        self._inject_software_interrupt(vector)
+
+    def _instruction_bytes(self, va: int, size: int = 15) -> bytes:
+        """Best effort: the bytes at guest-virtual `va`, fewer if a page is missing."""
+        cr0, cr3 = self.get_registers((Reg.CR0, Reg.CR3))
+        assert isinstance(cr0, int) and isinstance(cr3, int)
+        paging = PagingState(cr0, cr3)
+        out = b""
+        while len(out) < size:
+            address = va + len(out)
+            chunk = min(size - len(out), 0x1000 - (address & 0xFFF))
+            try:
+                pa = translate(self._p.read_memory, paging, address)
+                out += self._p.read_memory(pa, chunk)
+            except (PageFault, PlatformError):
+                break
+        return out
+
+    def close(self) -> None:
+        self._fd.close()
