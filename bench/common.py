@@ -12,12 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "tests" / "guests"))
 sys.path.insert(0, str(ROOT))
 
 
 def build_guest(name: str) -> Path:
-    import build  # tests/guests/build.py
+    from tests.guests import build
 
     return build.build_guest(name, ROOT / "build" / "guests")
 

@@ -15,10 +15,9 @@ import ctypes
 import mmap
 import time
 
+from common import build_guest, platforms_present, repeat, save
 from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as x86
-
-from common import build_guest, platforms_present, repeat, save
 
 LOOP = bytes.fromhex("48ffc9" "75fb" "f4")  # dec rcx; jnz loop; hlt
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "guests"))
+sys.path.insert(0, str(ROOT))
 
 from whpx_core.platform.base import Platform, PlatformUnavailable  # noqa: E402
 from whpx_core.platform.choice import choose  # noqa: E402
@@ -45,7 +45,7 @@ def platform(request: pytest.FixtureRequest) -> Platform:
 @pytest.fixture(scope="session")
 def guests(tmp_path_factory: pytest.TempPathFactory):
     """Build the sample guests once per session; returns name -> ELF path (-O0, DWARF 5)."""
-    import build  # tests/guests/build.py
+    from tests.guests import build
 
     out = tmp_path_factory.mktemp("guests")
     return {name: build.build_guest(name, out) for name in build.GUESTS}
@@ -57,7 +57,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         found = _probed[name]
         status = _status.get(name)
         if status is None:
-            status = f"not used by the selected tests ({'available' if not isinstance(found, str) else found})"
+            available = "available" if not isinstance(found, str) else found
+            status = f"not used by the selected tests ({available})"
         terminalreporter.write_line(f"{name}: {status}")
     terminalreporter.write_line(
         "whp: skipped: WHPX needs Windows; the WHPX backend is built in its own issue")

@@ -7,10 +7,12 @@
  *
  * A broken platform must fail, not hang: phase 1 gives up after timer_spin_limit
  * iterations without a tick; phase 2 only halts while the timer is visibly counting
- * (a non-zero current count), so a timer that stopped is reported instead of waited on.
+ * (a non-zero current count) and otherwise waits busy, with the same bound, so a timer
+ * that stopped is reported instead of waited on forever.
  *
  * Exit codes: 0 ok, 1 phase 1 went timer_spin_limit iterations without a tick,
- * 2 timer not running before a hlt, 3 too many wake-ups without ticks in phase 2,
+ * 2 phase 2 found the count at 0 and no tick came within timer_spin_limit iterations,
+ * 3 too many wake-ups without ticks in phase 2,
  * 4 the tick handler saw a wrong vector.
  */
 #include "rt.h"
@@ -68,27 +70,43 @@ KEEP_CALLS int timer_busy_phase(uint64_t until)
     return 0;
 }
 
-/* True if the timer is counting: in periodic mode the current count is never 0 for
- * longer than the reload; read twice so one unlucky read cannot fail the test. */
-static bool timer_running(void)
+/* Wait with interrupts enabled, not halted, for the next tick; false if none arrives
+ * within timer_spin_limit iterations. */
+static bool wait_for_tick_busy(void)
 {
-    if (lapic_read(LAPIC_TIMER_CURRENT) != 0)
-        return true;
-    for (int i = 0; i < 100; i++)
-        cpu_pause();
-    return lapic_read(LAPIC_TIMER_CURRENT) != 0;
+    uint64_t before = timer_ticks;
+    uint64_t spins = 0;
+    bool ok = true;
+
+    cpu_sti();
+    while (timer_ticks == before) {
+        if (++spins > timer_spin_limit) {
+            ok = false;
+            break;
+        }
+    }
+    cpu_cli();
+    return ok;
 }
 
 /* Phase 2: halts until `until` ticks. Interrupts are off while deciding to halt and
- * "sti; hlt" re-enables them atomically, so a tick cannot slip in unnoticed. */
+ * "sti; hlt" re-enables them atomically, so a tick cannot slip in unnoticed.
+ *
+ * Before each hlt the current count must be non-zero (periodic timer still counting).
+ * On host-time platforms it can read 0 for a while when a tick is late (the count has
+ * run out, the reload has not happened yet), so a 0 is not fatal by itself: wait busy,
+ * bounded, for that tick instead of halting on a timer that may never fire again. */
 KEEP_CALLS int timer_halt_phase(uint64_t until)
 {
     uint64_t wakeups = 0;
 
     cpu_cli();
     while (timer_ticks < until) {
-        if (!timer_running())
-            return fail(2, "timer not running before hlt");
+        if (lapic_read(LAPIC_TIMER_CURRENT) == 0) {
+            if (!wait_for_tick_busy())
+                return fail(2, "timer stopped before hlt");
+            continue;
+        }
         if (++wakeups > 1000 * TIMER_PHASE_TICKS)
             return fail(3, "hlt keeps waking without ticks");
         cpu_sti_hlt();

@@ -2,9 +2,9 @@
  *
  * Each stub makes the stack look the same whatever the vector: the CPU pushes an error
  * code only for some exceptions, so the others push a 0 in its place; then the vector
- * number. trap_common saves the GPRs (struct trap_frame in rt.h) and the SSE state (C
- * code compiled at -O2 may use XMM registers, and so may the interrupted code), calls
- * trap_dispatch(frame) and returns with iretq through the possibly edited frame.
+ * number. trap_common saves the GPRs (struct trap_frame in rt.h) and the SSE state
+ * (the C code is built without SSE, but interrupted assembly may use XMM registers),
+ * calls trap_dispatch(frame) and returns with iretq through the possibly edited frame.
  */
 	.cfi_sections .debug_frame
 

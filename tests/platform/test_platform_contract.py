@@ -89,7 +89,10 @@ def test_exceptions_not_intercepted_reach_the_guest_idt(guest):
     assert guest.io.writes == [(0, 0x83, 4, CODE + 1)]
 
 
-def test_intercepted_page_fault_reports_address_and_error_code(guest):
+def test_intercepted_page_fault_reports_address_and_error_code(platform, guest):
+    if Vector.PF not in platform.capabilities().interceptable_vectors:
+        pytest.skip(f"{platform.name} cannot intercept #PF (only "
+                    f"{sorted(platform.capabilities().interceptable_vectors)})")
     guest.partition.set_exception_intercepts(frozenset({Vector.PF}))
     guest.load(assemble("movq $1, 0x40000000; cli; hlt"))
     exit_ = guest.vcpu().run()

@@ -127,7 +127,7 @@ def initial_registers(
         Reg.FS: data,
         Reg.GS: data,
         Reg.TR: Segment(TSS_SELECTOR, TSS_GPA, TSS_LIMIT, TSS_ATTRIBUTES),
-        Reg.LDTR: Segment(0, 0, 0xFFFF, 0x2 | 1 << 7),
+        Reg.LDTR: Segment(0, 0, 0xFFFF, 0x2),  # null LDT: not present, so unusable
         Reg.RFLAGS: 0x2,
         Reg.RIP: entry,
         Reg.RDI: vcpu_index,

@@ -23,6 +23,7 @@ class Segment:
     address: int  # guest-physical (p_paddr)
     data: bytes
     memory_size: int
+    executable: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _parse(path: Path, raw: bytes) -> ElfImage:
         if size > segment["p_memsz"]:
             raise ElfError(f"{path}: a segment's file size exceeds its memory size")
         segments.append(Segment(segment["p_paddr"], raw[offset : offset + size],
-                                segment["p_memsz"]))
+                                segment["p_memsz"], bool(segment["p_flags"] & 0x1)))
     if not segments:
         raise ElfError(f"{path} has no loadable segment")
     symbols: dict[str, int] = {}

@@ -74,6 +74,7 @@ class Machine:
         self._lock = threading.Lock()
         self._result: RunResult | None = None
         self._halted: set[int] = set()
+        self._end_listeners: list[Callable[[RunResult], None]] = []
         self.image: ElfImage | None = None
 
     # -- loading ----------------------------------------------------------------------
@@ -112,14 +113,14 @@ class Machine:
                 while thread.is_alive():
                     thread.join(0.2)  # wake up for KeyboardInterrupt
         except KeyboardInterrupt:
-            self._end(RunResult("stopped", 130, "interrupted"))
+            self.end(RunResult("stopped", 130, "interrupted"))
             for thread in threads:
                 thread.join()
         assert self._result is not None
         return self._result
 
     def stop(self) -> None:
-        self._end(RunResult("stopped", 0, "stopped by the host"))
+        self.end(RunResult("stopped", 0, "stopped by the host"))
 
     def _vcpu_loop(self, index: int) -> None:
         vcpu = self.partition.vcpu(index)
@@ -127,7 +128,7 @@ class Machine:
             try:
                 exit_ = vcpu.run()
             except Exception as error:  # a platform bug must end the VM, not hang it
-                self._end(RunResult("error", 3, f"vCPU {index}: {error!r}"))
+                self.end(RunResult("error", 3, f"vCPU {index}: {error!r}"))
                 return
             if self._dispatch(index, exit_):
                 return
@@ -142,22 +143,31 @@ class Machine:
                     self._halted.add(index)
                     everyone = len(self._halted) == self.cpus
                 if everyone:
-                    self._end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
+                    self.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
                 return True
             case ShutdownExit(rip=rip, reason=reason):
-                self._end(RunResult("shutdown", 3, f"vCPU {index}: {reason} at {rip:#x}"))
+                self.end(RunResult("shutdown", 3, f"vCPU {index}: {reason} at {rip:#x}"))
             case InternalErrorExit(rip=rip, message=message, instruction_bytes=code):
                 detail = f" (bytes {code.hex(' ')})" if code else ""
-                self._end(RunResult("error", 3, f"vCPU {index} at {rip:#x}: {message}{detail}"))
+                self.end(RunResult("error", 3, f"vCPU {index} at {rip:#x}: {message}{detail}"))
             case ExceptionExit(vector=vector, rip=rip):
-                self._end(RunResult("error", 3,
+                self.end(RunResult("error", 3,
                                     f"vCPU {index}: unexpected exception {vector} at {rip:#x}"))
         return True
 
     def _on_exit_port(self, value: int) -> None:
-        self._end(RunResult("exit", value & 0xFFFFFFFF))
+        self.end(RunResult("exit", value & 0xFFFFFFFF))
 
-    def _end(self, result: RunResult) -> None:
+    @property
+    def result(self) -> RunResult | None:
+        return self._result
+
+    def add_end_listener(self, listener: Callable[[RunResult], None]) -> None:
+        """Called once, on the thread that ended the VM (the debug engine listens)."""
+        self._end_listeners.append(listener)
+
+    def end(self, result: RunResult) -> None:
+        """End the VM (first caller wins): timers stop, every vCPU is cancelled."""
         with self._lock:
             if self._result is not None:
                 return
@@ -166,7 +176,11 @@ class Machine:
             apic.stop()
         for i in range(self.cpus):
             self.partition.vcpu(i).cancel()
+        for listener in self._end_listeners:
+            listener(result)
 
     def close(self) -> None:
+        """End the VM and free it: the partition first, then the RAM it maps."""
         self.stop()
         self.partition.close()
+        self.ram.close()

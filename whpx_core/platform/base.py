@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import mmap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,6 +82,8 @@ class Capabilities:
     hardware_watchpoints: bool = False
     # Exceptions not intercepted are delivered through the guest's IDT.
     guest_exception_delivery: bool = True
+    # Vectors `set_exception_intercepts` accepts (WHv: any; KVM: only #DB and #BP).
+    interceptable_vectors: frozenset[int] = frozenset(range(32))
     max_vcpus: int = 1
     notes: tuple[str, ...] = field(default=())
 
@@ -159,6 +161,17 @@ class Partition(abc.ABC):
     def write_memory(self, gpa: int, data: bytes) -> None:
         """Host write to guest-physical memory. Platforms that cache translated guest
         code (Unicorn) invalidate it here, so every host write goes through this."""
+
+    def swap_bytes(self, gpas: Sequence[int], values: Sequence[int]) -> None:
+        """Write single bytes at many guest-physical addresses, without invalidating
+        translated code. Only for the breakpoint park / unpark cycle, where the bytes
+        written back are the ones translated code was made from. Platforms with a faster
+        bulk path override this."""
+        for gpa, value in zip(gpas, values, strict=True):
+            self._swap_byte(int(gpa), int(value))
+
+    def _swap_byte(self, gpa: int, value: int) -> None:
+        self.write_memory(gpa, bytes([value]))
 
     @abc.abstractmethod
     def vcpu(self, index: int) -> Vcpu: ...

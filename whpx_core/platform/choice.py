@@ -66,7 +66,7 @@ def choose(name: str) -> Choice:
     else:
         if not getattr(kvm, "is_pvm", False):
             return Choice(kvm)
-        notes.append("/dev/kvm is kvm_pvm here (CPL0 guest code is emulated at about "
-                     "1.7 M instructions/s and INT n / INT3 fail), so auto picks emulated; "
+        notes.append("/dev/kvm is kvm_pvm here (a paravirtual KVM that emulates CPL0 guest "
+                     "code at about 1.9 M instructions/s), so auto picks emulated; "
                      "--platform kvm still uses it")
     return Choice(_emulated(), "; ".join(notes) or None)

@@ -57,7 +57,12 @@ class LocalApic:
         if offset == CURRENT_COUNT:
             if self._timer is None:
                 return 0
-            remaining = max(0, self._deadline - self._clock.now_ns())
+            remaining = self._deadline - self._clock.now_ns()
+            if remaining <= 0 and self._regs[LVT_TIMER] & _LVT_PERIODIC and self._period_ns:
+                # On host time the expiry callback may run late; periodic hardware has
+                # reloaded already, so count within the current period.
+                remaining %= self._period_ns
+            remaining = max(0, remaining)
             return remaining // (_NS_PER_TICK * divide_value(self._regs[DIVIDE_CONFIG]))
         return self._regs.get(offset, 0)
 

@@ -29,6 +29,7 @@ from unicorn import (
 )
 from unicorn import x86_const as x86
 
+from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
     IoHandler,
@@ -40,7 +41,12 @@ from whpx_core.platform.base import (
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.emulated.registers import UnicornRegisters
 from whpx_core.platform.emulated.scheduler import Baton, VirtualClock
-from whpx_core.platform.emulated.unicorn_internals import CalibrationError, CpuInternals, calibrate
+from whpx_core.platform.emulated.unicorn_internals import (
+    CalibrationError,
+    CpuInternals,
+    calibrate,
+    release,
+)
 from whpx_core.platform.exits import (
     DR6_BS,
     ERROR_CODE_VECTORS,
@@ -138,6 +144,10 @@ class EmulatedPartition(Partition):
         for vcpu in self._vcpus:
             vcpu.uc.ctl_remove_cache(gpa, gpa + len(data))
 
+    def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
+        # Translated code is left alone on purpose (see Partition.swap_bytes).
+        guest_ram.swap_bytes(((r.gpa, r.buffer) for r in self._ram), gpas, values)
+
     # -- configuration --------------------------------------------------------------
     def set_io_handler(self, handler: IoHandler) -> None:
         self.io = handler
@@ -149,11 +159,18 @@ class EmulatedPartition(Partition):
         return self._vcpus[index]
 
     def close(self) -> None:
+        """Stop every vCPU and free the engines. Callers stop their vCPU threads first."""
         if self._closed:
             return
         self._closed = True
         for vcpu in self._vcpus:
             vcpu.cancel()
+        self.baton.acquire(-1)  # waits until no engine is executing
+        try:
+            for vcpu in self._vcpus:
+                release(vcpu.uc)
+        finally:
+            self.baton.release(-1)
 
 
 @dataclass(slots=True)
@@ -369,6 +386,7 @@ class EmulatedVcpu(Vcpu):
             self._guest_tf = bool(rflags & RFLAGS_TF)
             uc.reg_write(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
         self._event = None
+        self._internals.clear_halted()
         self._emu_thread = threading.get_ident()
         try:
             uc.emu_start(rip, 0, count=count)
@@ -383,11 +401,10 @@ class EmulatedVcpu(Vcpu):
             if self._stepping and not self._guest_tf:
                 flags = uc.reg_read(x86.UC_X86_REG_RFLAGS)
                 uc.reg_write(x86.UC_X86_REG_RFLAGS, flags & ~RFLAGS_TF)
-        halted = self._internals.halted
-        if halted:
-            self._internals.clear_halted()
-            self._halted = True
         event = self._event
+        halted = self._internals.halted and event is None
+        if halted:
+            self._halted = True
         clock.advance(count if event is None and not halted else 1)
         clock.fire_due()
         if event is not None:

@@ -79,29 +79,75 @@ def _run(uc: Uc, code: bytes, count: int) -> None:
     uc.emu_start(_CODE, 0, count=count)
 
 
-def _find_env(uc: Uc, readable: list[tuple[int, int]]) -> tuple[int, int]:
-    """Find (uc_struct offset of the CPU pointer, env offset in the CPU object)."""
-
-    def is_readable(addr: int, size: int) -> bool:
-        return any(lo <= addr and addr + size <= hi for lo, hi in readable)
-
-    for reg, value in zip(_SIGNATURE_REGS, _SIGNATURE, strict=True):
+def _signature_at(uc: Uc, values: list[int]) -> bytes:
+    for reg, value in zip(_SIGNATURE_REGS, values, strict=True):
         uc.reg_write(reg, value)
-    needle = struct.pack("<4Q", *_SIGNATURE)  # QEMU regs[] order: RAX, RCX, RDX, RBX
+    return struct.pack("<4Q", *values)  # QEMU regs[] order: RAX, RCX, RDX, RBX
+
+
+def _env_of(uc: Uc, cpu_pointer: int, env_in_cpu: int) -> int:
+    (cpu,) = struct.unpack("<Q", ctypes.string_at(_handle(uc) + cpu_pointer, 8))
+    return cpu + env_in_cpu
+
+
+def _is_live_env(uc: Uc, env: int) -> bool:
+    """The registers written now show up at `env`, and so does RIP at env->eip: a
+    stale copy of the registers elsewhere in the engine does not pass both."""
+    second = [v ^ 0x0F0F_0F0F_0F0F_0F0F for v in _SIGNATURE]
+    needle = _signature_at(uc, second)
+    uc.reg_write(x86.UC_X86_REG_RIP, 0x1234_5678)
+    live = ctypes.string_at(env, 32) == needle and \
+        struct.unpack("<Q", ctypes.string_at(env + 128, 8))[0] == 0x1234_5678
+    for reg in _SIGNATURE_REGS:
+        uc.reg_write(reg, 0)
+    return live
+
+
+def _find_env(uc: Uc, readable: list[tuple[int, int]]) -> tuple[int, int]:
+    """Find (uc_struct offset of the CPU pointer, env offset in the CPU object).
+
+    A candidate must hold for a second, independent engine too: otherwise any pointer
+    that happens to land a little below the CPU object in the heap would qualify."""
+    other, _ = _probe_engine()
+    try:
+        for field, at in _live_env_candidates(uc, readable):
+            env = _env_of_checked(other, field, at, _readable_ranges())
+            if env is not None and _is_live_env(other, env):
+                return field, at
+    finally:
+        release(other)
+    raise CalibrationError("could not locate the CPU state inside the Unicorn engine")
+
+
+def _is_readable(readable: list[tuple[int, int]], addr: int, size: int) -> bool:
+    return any(lo <= addr and addr + size <= hi for lo, hi in readable)
+
+
+def _env_of_checked(
+    uc: Uc, field: int, at: int, readable: list[tuple[int, int]]
+) -> int | None:
+    if not _is_readable(readable, _handle(uc) + field, 8):
+        return None
+    env = _env_of(uc, field, at)
+    return env if _is_readable(readable, env, 256) else None
+
+
+def _live_env_candidates(uc: Uc, readable: list[tuple[int, int]]):
+    needle = _signature_at(uc, _SIGNATURE)
     handle = _handle(uc)
     for field in range(0, 0x4000, 8):
-        if not is_readable(handle + field, 8):
+        if not _is_readable(readable, handle + field, 8):
             break
         (pointer,) = struct.unpack("<Q", ctypes.string_at(handle + field, 8))
         span = 0x20000
-        while span >= 0x100 and not is_readable(pointer, span):
+        while span >= 0x100 and not _is_readable(readable, pointer, span):
             span //= 2
         if span < 0x100:
             continue
         at = ctypes.string_at(pointer, span).find(needle)
-        if at >= 0:
-            return field, at
-    raise CalibrationError("could not locate the CPU state inside the Unicorn engine")
+        if at >= 0 and _is_live_env(uc, pointer + at):
+            yield field, at
+        needle = _signature_at(uc, _SIGNATURE)
 
 
 def _i32(addr: int) -> int:
@@ -117,9 +163,15 @@ def _single_match(candidates: list[int], what: str) -> int:
 @functools.cache
 def calibrate() -> Offsets:
     uc, readable = _probe_engine()
+    try:
+        return _calibrate(uc, readable)
+    finally:
+        release(uc)  # not left to the garbage collector (see release())
+
+
+def _calibrate(uc: Uc, readable: list[tuple[int, int]]) -> Offsets:
     cpu_pointer, env_in_cpu = _find_env(uc, readable)
-    (cpu,) = struct.unpack("<Q", ctypes.string_at(_handle(uc) + cpu_pointer, 8))
-    env = cpu + env_in_cpu
+    env = _env_of(uc, cpu_pointer, env_in_cpu)
     window = 0x8000
 
     def snapshot() -> bytes:
@@ -129,9 +181,10 @@ def calibrate() -> Offsets:
         return struct.unpack(f"<{len(blob) // 4}i", blob)
 
     # Error code and old_exception: #GP(selector) from loading a selector past the GDT
-    # limit, twice with different selectors, so a field must follow both to qualify.
+    # limit, twice with different selectors, so a field must follow both to qualify. The
+    # selectors have RPL 3, which the error code drops: copies of AX do not qualify.
     fresh = ints(snapshot())
-    _run(uc, bytes.fromhex("66b83412" "8ed8"), 10)  # mov ax,0x1234; mov ds,ax
+    _run(uc, bytes.fromhex("66b83712" "8ed8"), 10)  # mov ax,0x1237; mov ds,ax
     gp = ints(snapshot())
     old_exception = _single_match(
         [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1], "old_exception")
@@ -139,14 +192,14 @@ def calibrate() -> Offsets:
     ctypes.c_int32.from_address(env + old_exception).value = -1
     vectors: list[int] = []
     hook = uc.hook_add(UC_HOOK_INTR, lambda uc, intno, data: vectors.append(intno))
-    _run(uc, bytes.fromhex("66b86824" "8ed8"), 10)  # mov ax,0x2468; mov ds,ax
+    _run(uc, bytes.fromhex("66b86b24" "8ed8"), 10)  # mov ax,0x246b; mov ds,ax
     uc.hook_del(hook)
     gp2 = ints(snapshot())
     if vectors != [13]:
         raise CalibrationError(f"old_exception reset did not hold: vectors {vectors}")
     error_code = _single_match(
         [i * 4 for i, (a, b) in enumerate(zip(gp, gp2, strict=True))
-         if a == 0x1234 and b == 0x2468 and i >= 32],  # past regs[], where RAX holds it too
+         if a == 0x1234 and b == 0x2468],  # the selector with RPL cleared: not a copy of AX
         "error_code",
     )
     ctypes.c_int32.from_address(env + old_exception).value = -1
@@ -196,8 +249,10 @@ class CpuInternals:
 
     def __init__(self, uc: Uc) -> None:
         self._offsets = offsets = calibrate()
-        (cpu,) = struct.unpack("<Q", ctypes.string_at(_handle(uc) + offsets.cpu_pointer, 8))
-        self._env = cpu + offsets.env
+        self._env = _env_of(uc, offsets.cpu_pointer, offsets.env)
+        if not _is_live_env(uc, self._env):
+            raise CalibrationError(
+                f"the calibrated CPU state does not match this engine ({offsets})")
         self._uc = uc  # keeps the engine (and so the memory) alive
 
     def _field(self, offset: int) -> ctypes.c_int32:
@@ -229,3 +284,13 @@ class CpuInternals:
 
     def clear_halted(self) -> None:
         self._field(self._offsets.halted).value = 0
+
+
+def release(uc: Uc) -> None:
+    """Close the engine now rather than whenever the garbage collector gets to it: a
+    late uc_close can run on any thread, concurrently with another engine, after the
+    guest RAM it maps has been unmapped. The binding frees through a weakref finalizer
+    that is safe to call once."""
+    finalizer = getattr(uc, "_Uc__finalizer", None)
+    if finalizer is not None:
+        finalizer()

@@ -13,12 +13,12 @@ first partition is created, which must then happen on the main thread (or call
 from __future__ import annotations
 
 import mmap
-import os
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
     IoHandler,
@@ -76,6 +76,9 @@ class KvmPlatform(Platform):
         if reason:
             raise PlatformUnavailable(reason)
         self.is_pvm = detect_pvm()
+        if threading.current_thread() is threading.main_thread():
+            # Now, while we can: partitions may later be created on worker threads.
+            install_kick_handler()
 
     @classmethod
     def probe(cls) -> str | None:
@@ -139,8 +142,10 @@ class _Ram:
 
 class KvmPartition(Partition):
     def __init__(self, vcpu_count: int, *, kick_signal: bool = True) -> None:
+        self.is_pvm = detect_pvm()
         if kick_signal:
             install_kick_handler()
+        self.kick_signal = kick_signal
         self.vcpu_count = vcpu_count
         self.clock = MonotonicClock()
         self.intercepts: frozenset[int] = frozenset()
@@ -215,6 +220,9 @@ class KvmPartition(Partition):
             ram.buffer[offset : offset + length] = data[done : done + length]
             done += length
 
+    def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
+        guest_ram.swap_bytes(((r.gpa, r.buffer) for r in self._ram), gpas, values)
+
     # -- configuration ----------------------------------------------------------------
     def set_io_handler(self, handler: IoHandler) -> None:
         self.io_handler = handler
@@ -266,7 +274,3 @@ def _cpuid_for(supported: CData, index: int) -> CData:
         elif entry.function in (0xB, 0x1F):
             entry.edx = index
     return cpuid
-
-
-def kvm_device_usable() -> bool:
-    return os.access(KVM_DEVICE, os.R_OK | os.W_OK)

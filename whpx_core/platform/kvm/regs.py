@@ -41,14 +41,17 @@ _SREGS_FIELDS: dict[Reg, str] = {
 _DEBUG_INDEX: dict[Reg, int] = {Reg.DR0: 0, Reg.DR1: 1, Reg.DR2: 2, Reg.DR3: 3}
 
 
+_GROUPS: dict[Reg, Group] = {
+    **dict.fromkeys(_REGS_FIELDS, Group.REGS),
+    **dict.fromkeys(_SREGS_FIELDS, Group.SREGS),
+    **dict.fromkeys((Reg.DR0, Reg.DR1, Reg.DR2, Reg.DR3, Reg.DR6, Reg.DR7), Group.DEBUG),
+    Reg.INTERRUPT_STATE: Group.EVENTS,
+}
+assert set(_GROUPS) == set(Reg), "every Reg needs a home in KVM's structs"
+
+
 def group_of(reg: Reg) -> Group:
-    if reg in _REGS_FIELDS:
-        return Group.REGS
-    if reg in _SREGS_FIELDS:
-        return Group.SREGS
-    if reg is Reg.INTERRUPT_STATE:
-        return Group.EVENTS
-    return Group.DEBUG
+    return _GROUPS[reg]
 
 
 def segment_from_kvm(seg: CData) -> Segment:

@@ -7,12 +7,14 @@ CPL0 are normalised here (see `_on_emulation_failure`).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from whpx_core.platform.base import PlatformError, Vcpu
+from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.exits import (
     DR6_BS,
     DR6_FIXED,
@@ -27,6 +29,7 @@ from whpx_core.platform.exits import (
 from whpx_core.platform.kvm import bindings as kb
 from whpx_core.platform.kvm.bindings import ffi
 from whpx_core.platform.kvm.fds import CData, KvmIoctlError, VcpuFd
+from whpx_core.platform.kvm.quirks import IRETQ, step_iretq
 from whpx_core.platform.kvm.regs import Group, group_of, read_reg, write_reg
 from whpx_core.platform.paging import PageFault, PagingState, translate
 from whpx_core.platform.registers import Reg, RegValue
@@ -39,7 +42,6 @@ KICK_SIGNAL = signal.SIGUSR1
 
 _SYNC = kb.KVM_SYNC_X86_REGS | kb.KVM_SYNC_X86_SREGS
 _DR6_HITS = 0xF | DR6_BS
-_DR7_ENABLES = 0xFF  # L0-L3 / G0-G3
 
 
 class KvmVcpu(Vcpu):
@@ -61,15 +63,19 @@ class KvmVcpu(Vcpu):
         self._irqs: set[int] = set()
         self._single_step = False
         self._needs_completion = False  # an I/O answer KVM applies on the next KVM_RUN
+        self._code_pages: dict[tuple[int, int], int] = {}  # (cr3, page) -> gpa, see _at_iretq
 
     # -- registers --------------------------------------------------------------------
     def _structs(self, groups: Iterable[Group]) -> dict[Group, CData]:
         out: dict[Group, CData] = {}
+        synced = self._run.s.regs if self._synced else None
         for group in groups:
             if group is Group.REGS:
-                out[group] = self._run.s.regs.regs if self._sync(kb.KVM_SYNC_X86_REGS) else self._fd.get_regs()
+                regs = self._sync(kb.KVM_SYNC_X86_REGS)
+                out[group] = synced.regs if regs else self._fd.get_regs()
             elif group is Group.SREGS:
-                out[group] = self._run.s.regs.sregs if self._sync(kb.KVM_SYNC_X86_SREGS) else self._fd.get_sregs()
+                sregs = self._sync(kb.KVM_SYNC_X86_SREGS)
+                out[group] = synced.sregs if sregs else self._fd.get_sregs()
             elif group is Group.DEBUG:
                 out[group] = self._fd.get_debugregs()
             else:
@@ -155,18 +161,6 @@ class KvmVcpu(Vcpu):
         events.flags = 0  # leave NMI / SIPI / shadow state as it is
         self._fd.set_vcpu_events(events)
 
-    def _inject_software_interrupt(self, vector: int) -> None:
-        """Deliver `vector` through the guest IDT now, ignoring IF (as INT n does).
-
-        Measured on kvm_pvm: an injected event pushes the current RIP, whatever `soft`.
-        """
-        events = self._fd.get_vcpu_events()
-        events.interrupt.injected = 1
-        events.interrupt.nr = vector
-        events.interrupt.soft = 0
-        events.flags = 0
-        self._fd.set_vcpu_events(events)
-
     # -- cancel / kick ----------------------------------------------------------------
     def cancel(self) -> None:
         with self._lock:
@@ -180,10 +174,10 @@ class KvmVcpu(Vcpu):
         if thread is None or thread == threading.get_ident():
             return  # not running, or called from our own IoHandler: the loop checks flags
         self._run.immediate_exit = 1  # covers the window before the thread enters KVM_RUN
-        try:
+        if not self._p.kick_signal:
+            return  # no handler installed: the signal would kill the process
+        with contextlib.suppress(ProcessLookupError):  # the thread is just leaving run()
             signal.pthread_kill(thread, KICK_SIGNAL)
-        except ProcessLookupError:
-            pass  # the thread is just leaving run()
 
     # -- run --------------------------------------------------------------------------
     def run(self) -> Exit:
@@ -195,7 +189,7 @@ class KvmVcpu(Vcpu):
             self._thread = threading.get_ident()
         try:
             while True:
-                exit_ = self._step_loop()
+                exit_ = self._run_once()
                 if exit_ is not None:
                     return exit_
         finally:
@@ -211,7 +205,7 @@ class KvmVcpu(Vcpu):
                 return False
             return self._wake.wait_for(lambda: self._thread is None, timeout)
 
-    def _step_loop(self) -> Exit | None:
+    def _run_once(self) -> Exit | None:
         """One KVM_RUN and its exit; None means go round again."""
         run = self._run
         with self._lock:
@@ -225,6 +219,11 @@ class KvmVcpu(Vcpu):
                 return CanceledExit(self._rip())
             run.immediate_exit = 0
             vector = self._pick_interrupt()
+        if not self._single_step:
+            self._code_pages.clear()
+        stepping_iretq = self._single_step and self._p.is_pvm and self._at_iretq()
+        if stepping_iretq and step_iretq(self._cpu_view()):
+            return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
         if vector is not None:
             try:
                 self._fd.interrupt(vector)
@@ -262,9 +261,9 @@ class KvmVcpu(Vcpu):
         reason = run.exit_reason
         if reason == kb.KVM_EXIT_IO:
             self._on_port_io()
-            return None
+            return self._finish_step_after_io()
         if reason == kb.KVM_EXIT_MMIO:
-            return self._on_mmio()
+            return self._on_mmio() or self._finish_step_after_io()
         if reason in (kb.KVM_EXIT_IRQ_WINDOW_OPEN, kb.KVM_EXIT_INTR):
             return None
         if reason == kb.KVM_EXIT_HLT:
@@ -279,6 +278,23 @@ class KvmVcpu(Vcpu):
             hw = run.fail_entry.hardware_entry_failure_reason
             return InternalErrorExit(self._rip(), f"VM entry failed (hardware reason {hw:#x})")
         return InternalErrorExit(self._rip(), f"unexpected KVM exit reason {reason}")
+
+    def _finish_step_after_io(self) -> Exit | None:
+        """While stepping, the I/O instruction is the step: complete it and stop.
+
+        Hardware KVM reports the step itself when the access completes (KVM_EXIT_DEBUG
+        from the completion run). kvm_pvm loses that trap (measured: the next
+        instruction runs too), so the completion runs with immediate_exit and, when it
+        comes back EINTR, the step exit is made here with the DR6 kvm_pvm reports.
+        """
+        if not self._single_step:
+            return None
+        self._run.immediate_exit = 1
+        entered = self._enter()
+        self._run.immediate_exit = 0
+        if entered:
+            return self._dispatch()
+        return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
 
     # -- exits --------------------------------------------------------------------------
     def _on_port_io(self) -> None:
@@ -360,15 +376,13 @@ class KvmVcpu(Vcpu):
 
         Intercepted vectors become the exit WHv gives (#DB / #BP with RIP at the
         instruction); others are delivered through the guest IDT as the CPU would
-        (RIP past the instruction, then an injected event), so guests still work.
+        (RIP past the instruction, then the gate), so guests still work.
         """
         intercepts = self._p.intercepts
         first = insn[:1]
         if first == b"\xf1":
             if Vector.DB in intercepts:
-                return ExceptionExit(
-                    Vector.DB, rip, instruction_bytes=insn, debug_status=DR6_FIXED
-                )
+                return ExceptionExit(Vector.DB, rip, instruction_bytes=insn, debug_status=DR6_FIXED)
             return self._deliver_software(rip, 1, Vector.DB)
         if first == b"\xcc":
             if Vector.BP in intercepts:
@@ -382,9 +396,49 @@ class KvmVcpu(Vcpu):
             insn,
         )
 
-    def _deliver_software(self, rip: int, length: int, vector: int) -> None:
-        self.set_registers({Reg.RIP: rip + length})
-        self._inject_software_interrupt(vector)
+    def _deliver_software(self, rip: int, length: int, vector: int) -> Exit | None:
+        """Do what the CPU does for INT n at `rip`, in software (delivery.py).
+
+        Software rather than KVM event injection so the new state is known now: a step
+        over INT n stops at the handler's first instruction, as one instruction should.
+        """
+        try:
+            deliver(self._cpu_view(), Event(vector, rip + length, software=True))
+        except TripleFault:
+            return ShutdownExit(rip, f"triple fault delivering INT {vector:#x}")
+        if self._single_step:
+            return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
+        return None
+
+    def _at_iretq(self) -> bool:
+        """Cheap check before each kvm_pvm step (see quirks.py): is RIP at an IRETQ?
+
+        The code page's translation is cached for the stepping session (cleared by any
+        run without stepping), so a step costs two small memory reads, not a page walk.
+        """
+        regs = self._structs((Group.REGS, Group.SREGS))
+        rip, cr0, cr3 = regs[Group.REGS].rip, regs[Group.SREGS].cr0, regs[Group.SREGS].cr3
+        if (rip & 0xFFF) == 0xFFF:
+            return True  # straddles a page: let step_iretq look properly
+        key = (cr3, rip >> 12)
+        page = self._code_pages.get(key)
+        if page is None:
+            if len(self._code_pages) > 64:
+                self._code_pages.clear()
+            try:
+                page = translate(self._p.read_memory, PagingState(cr0, cr3), rip & ~0xFFF)
+            except PageFault:
+                return False
+            self._code_pages[key] = page
+        try:
+            return self._p.read_memory(page | (rip & 0xFFF), 2) == IRETQ
+        except PlatformError:
+            return False
+
+    def _cpu_view(self) -> CpuView:
+        return CpuView(
+            self.get_registers, self.set_registers, self._p.read_memory, self._p.write_memory
+        )
 
     def _instruction_bytes(self, va: int, size: int = 15) -> bytes:
         """Best effort: the bytes at guest-virtual `va`, fewer if a page is missing."""
@@ -403,4 +457,5 @@ class KvmVcpu(Vcpu):
         return out
 
     def close(self) -> None:
+        self._synced = False  # later register calls fail on the closed fd, not on kvm_run
         self._fd.close()

@@ -1,0 +1,138 @@
+"""The debug engine through its public API, on real guests, on every platform present."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from whpx_core.debug.events import Exited, Stopped, StopReason
+from whpx_core.debug.launch import launch
+from whpx_core.machine.elf_loader import load_elf
+from whpx_core.platform.registers import Reg
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def engines():
+    made = []
+    yield made
+    for engine in made:
+        engine.close()
+
+
+def start(engines, platform, path, **kwargs):
+    engine = launch(platform, path, **kwargs)
+    engines.append(engine)
+    return engine
+
+
+def patch(engine, image, symbol: str, value: int) -> None:
+    engine.write_memory(image.symbols[symbol], value.to_bytes(8, "little"))
+
+
+def assert_memory_clean(engine, image) -> None:
+    """At every stop the guest's code holds the image's bytes, not a planted 0xF1."""
+    for segment in image.segments:
+        if segment.data and segment.executable:
+            raw = engine.partition.read_memory(segment.address, len(segment.data))
+            if raw != segment.data:
+                at = next(i for i in range(len(raw)) if raw[i] != segment.data[i])
+                raise AssertionError(f"memory differs at {segment.address + at:#x}")
+
+
+def test_continue_to_exit_reports_the_exit_code(engines, platform, guests):
+    engine = start(engines, platform, guests["hello"])
+    engine.resume()
+    event = engine.wait_stop(TIMEOUT)
+    assert isinstance(event, Exited) and event.exit_code == 42
+
+
+def test_breakpoint_hit_then_memory_is_clean(engines, platform, guests):
+    image = load_elf(guests["hello"])
+    engine = start(engines, platform, image)
+    bp = engine.add_breakpoint(image.symbols["say_hello"])
+    engine.resume()
+    stop = engine.wait_stop(TIMEOUT)
+    assert isinstance(stop, Stopped) and stop.reason is StopReason.BREAKPOINT
+    assert stop.breakpoints == (bp.id,) and stop.rip == image.symbols["say_hello"]
+    assert engine.get_registers(0, [Reg.RIP]) == [image.symbols["say_hello"]]
+    assert_memory_clean(engine, image)
+    assert engine.read_memory(stop.rip, 1) != b"\xf1"
+    engine.resume()
+    event = engine.wait_stop(TIMEOUT)
+    assert isinstance(event, Exited) and event.exit_code == 42, engine.output.decode()
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_shared_breakpoint_hits_are_each_reported_once_and_counts_stay_exact(
+        engines, platform, guests, cpus):
+    if cpus > platform.capabilities().max_vcpus:
+        pytest.skip(f"{platform.name} offers {platform.capabilities().max_vcpus} vCPUs here")
+    image = load_elf(guests["smp"])
+    engine = start(engines, platform, image, cpus=cpus)
+    iterations = 5000 // cpus
+    patch(engine, image, "smp_iterations", iterations)
+    bp = engine.add_breakpoint(image.symbols["smp_hit"])
+    hits = [0] * cpus
+    while True:
+        engine.resume()
+        event = engine.wait_stop(TIMEOUT)
+        if isinstance(event, Exited):
+            break
+        assert event.reason is StopReason.BREAKPOINT, event
+        assert event.breakpoints == (bp.id,) and event.rip == image.symbols["smp_hit"]
+        hits[event.vcpu] += 1
+        if sum(hits) % 500 == 1:
+            assert_memory_clean(engine, image)
+    assert event.exit_code == 0, event  # the guest checked its own counters
+    assert hits == [iterations] * cpus
+
+
+def test_step_instruction_moves_one_instruction(engines, platform, guests):
+    image = load_elf(guests["spin"])
+    engine = start(engines, platform, image)
+    patch(engine, image, "spin_iterations", 3)
+    loop = image.symbols["spin_loop"]
+    engine.add_breakpoint(loop)
+    engine.resume()
+    assert engine.wait_stop(TIMEOUT).rip == loop
+    rips = []
+    for _ in range(4):
+        stop = engine.step_instruction(0)
+        assert isinstance(stop, Stopped) and stop.reason is StopReason.STEP
+        rips.append(stop.rip)
+        assert engine.wait_stop(TIMEOUT) == stop  # also emitted as an event
+    # dec rcx (3 bytes); jnz back to the loop; dec; jnz
+    assert rips == [loop + 3, loop, loop + 3, loop]
+    assert engine.get_registers(0, [Reg.RCX]) == [1]
+
+
+def test_pause_stops_a_running_two_vcpu_guest(engines, platform, guests):
+    if platform.capabilities().max_vcpus < 2:
+        pytest.skip("needs 2 vCPUs")
+    image = load_elf(guests["spin"])
+    engine = start(engines, platform, image, cpus=2)
+    patch(engine, image, "spin_iterations", 1 << 62)
+    engine.resume()
+    time.sleep(0.3)
+    engine.pause()
+    stop = engine.wait_stop(TIMEOUT)
+    assert isinstance(stop, Stopped) and stop.reason is StopReason.PAUSE
+    assert not engine.running
+    rcx = [engine.get_registers(i, [Reg.RCX])[0] for i in range(2)]
+    assert all(value < 1 << 62 for value in rcx)  # both made progress
+    engine.resume()
+    time.sleep(0.1)
+    engine.pause()
+    assert engine.wait_stop(TIMEOUT).reason is StopReason.PAUSE
+
+
+def test_pending_breakpoint_on_unmapped_address_stays_unverified(engines, platform, guests):
+    engine = start(engines, platform, guests["hello"])
+    bp = engine.add_breakpoint(0x4000_0000)  # beyond RAM: not mapped
+    engine.resume()
+    event = engine.wait_stop(TIMEOUT)
+    assert isinstance(event, Exited) and event.exit_code == 42
+    assert not engine.is_verified(bp.id)

@@ -1,0 +1,472 @@
+"""The debug engine: all-stop run control over a Machine, with INT1 breakpoints,
+transparent single steps and exclusive step-over.
+
+Threads: every vCPU has a host thread that runs guest code between `resume()` and the
+next stop. A stop-worthy exit on any vCPU cancels the others; the last vCPU thread to
+park takes the breakpoint bytes out of memory and only then reports the stop, so a
+client always sees a fully stopped VM with clean memory. Commands (`resume`,
+`step_instruction`, register and memory access) are called from any one client thread;
+`step_instruction` runs on that thread, so a step costs no thread hand-over.
+
+An exit on a second vCPU that arrives while the VM is stopping is not lost: it is kept
+as that vCPU's pending stop and reported at the next resume, without executing anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from whpx_core.debug import stepping
+from whpx_core.debug.breakpoints import INT1, BreakpointTable
+from whpx_core.debug.events import (
+    Breakpoint,
+    BreakpointVerified,
+    EngineEvent,
+    Exited,
+    Output,
+    Stopped,
+    StopReason,
+)
+from whpx_core.debug.vm_memory import GuestMemoryError, VmMemory
+from whpx_core.machine.vm import Machine, RunResult
+from whpx_core.platform.base import Vcpu
+from whpx_core.platform.exits import (
+    CanceledExit,
+    ExceptionExit,
+    Exit,
+    HaltExit,
+    InternalErrorExit,
+    ShutdownExit,
+    Vector,
+)
+from whpx_core.platform.registers import Reg, RegValue
+
+# Internal steps allowed while stepping over an exception handler before giving up and
+# stopping inside it (a handler that never returns, e.g. a panic loop).
+MAX_HANDLER_STEPS = 1_000_000
+
+
+class EngineError(Exception):
+    """A command that cannot be carried out in the engine's current state."""
+
+
+class _Keep:
+    """Classification result: the vCPU keeps running (the exit was handled)."""
+
+
+class _Park:
+    """Classification result: this vCPU stops, with nothing to report."""
+
+
+KEEP, PARK = _Keep(), _Park()
+Action = _Keep | _Park | Stopped
+
+
+@dataclass(eq=False)
+class _VcpuThread:
+    index: int
+    vcpu: Vcpu
+    go: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    pending: Stopped | None = None  # a stop not reported yet
+    halted: bool = False  # HLT with interrupts off: never runs again
+    # Where this vCPU was last reported stopped. Resuming from there steps over a
+    # breakpoint; a vCPU merely cancelled in front of one has not hit it yet, and will.
+    reported_rip: int | None = None
+
+
+class Engine:
+    def __init__(self, machine: Machine, *, step_into_handlers: bool = False) -> None:
+        self.machine = machine
+        self.partition = machine.partition
+        self.memory = VmMemory(self.partition)
+        self.table = BreakpointTable()
+        self.events: queue.Queue[EngineEvent] = queue.Queue()
+        self.output = bytearray()  # all guest serial output so far
+        self.step_into_handlers = step_into_handlers
+        self._cond = threading.Condition()
+        self._breakpoints: dict[int, Breakpoint] = {}
+        self._ids = itertools.count(1)
+        self._running = 0  # vCPU threads currently out of the parked state
+        self._stopping = False
+        self._stop: Stopped | None = None  # the stop being reported
+        self._ended: RunResult | None = None
+        self._exited_reported = False
+        self._closing = False
+        self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
+        machine.add_end_listener(self._on_machine_end)
+        for t in self._threads:
+            t.thread = threading.Thread(target=self._thread_main, args=(t,),
+                                        name=f"engine-vcpu{t.index}", daemon=True)
+            t.thread.start()
+
+    # -- events ---------------------------------------------------------------------------
+    def emit_output(self, data: bytes) -> None:
+        """Serial output callback: give it to Machine(on_output=...)."""
+        self.output += data
+        self.events.put(Output(data))
+
+    def _emit(self, event: EngineEvent) -> None:
+        if isinstance(event, Stopped):
+            self._threads[event.vcpu].reported_rip = event.rip
+        self.events.put(event)
+
+    def wait_event(self, timeout: float | None = None) -> EngineEvent:
+        return self.events.get(timeout=timeout)
+
+    def wait_stop(self, timeout: float | None = None) -> Stopped | Exited:
+        """Next Stopped or Exited event (Output and breakpoint events are skipped)."""
+        while True:
+            event = self.events.get(timeout=timeout)
+            if isinstance(event, Stopped | Exited):
+                return event
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._running > 0
+
+    @property
+    def ended(self) -> RunResult | None:
+        return self._ended
+
+    @property
+    def vcpu_count(self) -> int:
+        return len(self._threads)
+
+    def is_halted(self, vcpu: int) -> bool:
+        return self._threads[vcpu].halted
+
+    def _require_stopped(self) -> None:
+        if self._running:
+            raise EngineError("the VM is running; pause it first")
+        if self._ended is not None:
+            raise EngineError(f"the VM has ended ({self._ended.reason})")
+
+    # -- breakpoints ------------------------------------------------------------------------
+    def add_breakpoint(self, address: int) -> Breakpoint:
+        """A user software breakpoint (INT1 planted at `address` while running)."""
+        with self._cond:
+            self._require_not_running()
+            bp = Breakpoint(next(self._ids), address)
+            self._breakpoints[bp.id] = bp
+            self.table.add(address, bp.id)
+            return bp
+
+    def remove_breakpoint(self, breakpoint_id: int) -> None:
+        with self._cond:
+            self._require_not_running()
+            bp = self._breakpoints.pop(breakpoint_id, None)
+            if bp is not None:
+                self.table.remove(bp.address, bp.id)
+
+    def breakpoints(self) -> list[Breakpoint]:
+        return list(self._breakpoints.values())
+
+    def is_verified(self, breakpoint_id: int) -> bool:
+        bp = self._breakpoints.get(breakpoint_id)
+        if bp is None:
+            return False
+        entry = self.table.get(bp.address)
+        return entry is not None and entry.gpa is not None
+
+    def _require_not_running(self) -> None:
+        if self._running:
+            raise EngineError("breakpoints can only change while the VM is stopped")
+
+    # -- registers and memory ---------------------------------------------------------------
+    def get_registers(self, vcpu: int, names: Iterable[Reg]) -> list[RegValue]:
+        with self._cond:
+            self._require_not_running()
+            return self._threads[vcpu].vcpu.get_registers(list(names))
+
+    def set_registers(self, vcpu: int, values: Mapping[Reg, RegValue]) -> None:
+        with self._cond:
+            self._require_stopped()
+            self._threads[vcpu].vcpu.set_registers(values)
+
+    def read_memory(self, address: int, size: int, vcpu: int = 0) -> bytes:
+        """Guest-virtual read; planted breakpoint bytes read as the original bytes."""
+        data = self.memory.read_virtual(address, size, vcpu)
+        return self.table.original_bytes(address, data)
+
+    def write_memory(self, address: int, data: bytes, vcpu: int = 0) -> None:
+        with self._cond:
+            self._require_stopped()
+            self.memory.write_virtual(address, data, vcpu)
+            for offset, value in enumerate(data):
+                self.table.update_original(address + offset, value)
+
+    # -- run control ------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue every vCPU. Returns at once; the stop arrives as an event."""
+        with self._cond:
+            self._require_stopped()
+            for t in self._threads:
+                if t.pending is not None:
+                    stop, t.pending = t.pending, None
+                    self._emit(stop)  # an earlier simultaneous hit: report it, run nothing
+                    return
+            self._arm()
+            for t in self._threads:
+                rip = self._rip(t)
+                if not t.halted and rip == t.reported_rip and self.table.is_planted_at(rip):
+                    action = self._exclusive_step(t)
+                    if isinstance(action, Stopped):
+                        self._finish_synchronous(action)
+                        return
+            for t in self._threads:
+                t.reported_rip = None
+            runnable = [t for t in self._threads if not t.halted]
+            if not runnable:
+                self.table.disarm(self.memory)
+                self.machine.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
+                self._report_end()
+                return
+            self._stopping = False
+            self._running = len(runnable)
+            for t in runnable:
+                t.go.set()
+
+    def pause(self) -> None:
+        """Stop every vCPU; reported as a `pause` stop (unless another stop wins)."""
+        with self._cond:
+            if not self._running or self._stopping:
+                return
+            t = self._threads[0]
+            self._stop = Stopped(StopReason.PAUSE, t.index, 0, description="paused")
+            self._request_stop_locked()
+
+    def step_instruction(self, vcpu: int) -> Stopped | Exited:
+        """Execute one instruction of one vCPU with the others halted; returns (and
+        emits) the resulting stop."""
+        with self._cond:
+            self._require_stopped()
+            t = self._threads[vcpu]
+            if t.pending is not None:
+                stop, t.pending = t.pending, None
+                self._emit(stop)
+                return stop
+            if t.halted:
+                stop = Stopped(StopReason.STEP, vcpu, self._rip(t),
+                               description="vCPU is halted with interrupts off")
+                self._emit(stop)
+                return stop
+            self._arm()
+            action = self._step(t, over_handlers=not self.step_into_handlers)
+            if not isinstance(action, Stopped):
+                action = Stopped(StopReason.STEP, vcpu, self._rip(t))
+            return self._finish_synchronous(action)
+
+    def _finish_synchronous(self, stop: Stopped) -> Stopped | Exited:
+        if self.table.armed:
+            self.table.disarm(self.memory)
+        if self._ended is not None:
+            return self._report_end()
+        self._emit(stop)
+        return stop
+
+    def _report_end(self) -> Exited:
+        assert self._ended is not None
+        event = Exited(self._ended.exit_code, self._ended.reason, self._ended.message)
+        if not self._exited_reported:
+            self._exited_reported = True
+            self._emit(event)
+        return event
+
+    def _arm(self) -> None:
+        vectors = {Vector.DB} if len(self.table) else set()
+        self.partition.set_exception_intercepts(frozenset(vectors))  # no vCPU runs now
+        for entry in self.table.arm(self.memory):
+            for owner in entry.owners:
+                if isinstance(owner, int) and owner in self._breakpoints:
+                    self._emit(BreakpointVerified(owner, entry.address))
+
+    def _rip(self, t: _VcpuThread) -> int:
+        return t.vcpu.get_int(Reg.RIP)
+
+    # -- stepping ---------------------------------------------------------------------------
+    def _step_primitive(self, t: _VcpuThread) -> Exit:
+        """One instruction with the platform's step primitive. A cancel that arrives
+        meanwhile is deferred until the step is done (the seed's rule)."""
+        rip = self._rip(t)
+        entry = self.table.get(rip) if self.table.is_planted_at(rip) else None
+        if entry is not None:
+            assert entry.gpa is not None and entry.original is not None
+            self.memory.write_byte(entry.gpa, entry.original)  # others halted: safe
+        t.vcpu.set_single_step(True)
+        try:
+            while True:
+                exit_ = t.vcpu.run()
+                if not isinstance(exit_, CanceledExit) or self._ended is not None:
+                    return exit_
+        finally:
+            t.vcpu.set_single_step(False)
+            if entry is not None:
+                assert entry.gpa is not None
+                self.memory.write_byte(entry.gpa, INT1)
+
+    def _exclusive_step(self, t: _VcpuThread) -> Action:
+        """Step a vCPU off the armed breakpoint it sits on, every other vCPU halted."""
+        return self._step(t, over_handlers=True)
+
+    def _step(self, t: _VcpuThread, *, over_handlers: bool) -> Action:
+        vcpu = t.vcpu
+        rip, rsp, rflags = vcpu.get_registers([Reg.RIP, Reg.RSP, Reg.RFLAGS])
+        assert isinstance(rip, int) and isinstance(rsp, int) and isinstance(rflags, int)
+        code = self._code_at(rip)
+        before = stepping.before_step(stepping.classify(code), rip, rsp, rflags, self._read)
+        exit_ = self._step_primitive(t)
+        if not (isinstance(exit_, ExceptionExit) and exit_.is_single_step):
+            return self._classify(t, exit_, stepping=True)
+        new_rsp, new_rflags = vcpu.get_registers([Reg.RSP, Reg.RFLAGS])
+        assert isinstance(new_rsp, int) and isinstance(new_rflags, int)
+        fixed = stepping.after_step(before, new_rsp, new_rflags, self._read, self._write)
+        if fixed != new_rflags:
+            vcpu.set(Reg.RFLAGS, fixed)
+        frame = stepping.entered_handler(before, new_rsp, self._read)
+        if frame is not None:
+            stepping.clear_tf_in_frame(frame, self._read, self._write)
+        if before.tf_at_start and before.decoded.kind is not stepping.StepClass.SOFTWARE_INTERRUPT:
+            vcpu.inject_exception(Vector.DB)  # the guest's own single-step trap
+        if frame is None or not over_handlers:
+            return KEEP
+        return self._step_out_of_handler(t, frame)
+
+    def _step_out_of_handler(self, t: _VcpuThread, frame: stepping.HandlerFrame) -> Action:
+        """Step (inside the engine) until the IRETQ that pops `frame` has executed."""
+        for _ in range(MAX_HANDLER_STEPS):
+            rip, rsp = t.vcpu.get_registers([Reg.RIP, Reg.RSP])
+            assert isinstance(rip, int) and isinstance(rsp, int)
+            leaving = stepping.returns_from(frame, self._code_at(rip), rsp)
+            if self.table.is_planted_at(rip) and not leaving:
+                entry = self.table.get(rip)
+                assert entry is not None
+                return self._breakpoint_stop(t, rip, entry.owners)
+            action = self._step(t, over_handlers=True)
+            if action is not KEEP or leaving:
+                return action
+        return Stopped(StopReason.STEP, t.index, self._rip(t),
+                       description="stopped inside an exception handler that did not return")
+
+    def _code_at(self, rip: int) -> bytes:
+        try:
+            return self.read_memory(rip, 16)
+        except GuestMemoryError:
+            return b""
+
+    def _read(self, address: int, size: int) -> bytes:
+        return self.read_memory(address, size)
+
+    def _write(self, address: int, data: bytes) -> None:
+        self.memory.write_virtual(address, data)
+
+    # -- classification: the one place that decides why a vCPU stopped --------------------
+    def _breakpoint_stop(self, t: _VcpuThread, rip: int, owners: set[Hashable]) -> Stopped:
+        ids = tuple(sorted(o for o in owners if isinstance(o, int)))
+        return Stopped(StopReason.BREAKPOINT, t.index, rip, ids)
+
+    def _classify(self, t: _VcpuThread, exit_: Exit, *, stepping: bool = False) -> Action:
+        match exit_:
+            case CanceledExit():
+                return PARK if (self._stopping or self._ended or stepping) else KEEP
+            case ExceptionExit(vector=Vector.DB, rip=rip) if exit_.is_icebp:
+                entry = self.table.get(rip)
+                if entry is not None and self.table.is_planted_at(rip):
+                    return self._breakpoint_stop(t, rip, entry.owners)
+                # The guest's own INT1: deliver the trap it asked for.
+                t.vcpu.set(Reg.RIP, rip + 1)
+                t.vcpu.inject_exception(Vector.DB)
+                return KEEP
+            case ExceptionExit(vector=Vector.DB) if exit_.is_single_step and not stepping:
+                t.vcpu.inject_exception(Vector.DB)  # the guest's own TF: its #DB
+                return KEEP
+            case ExceptionExit(vector=vector, rip=rip):
+                return Stopped(StopReason.EXCEPTION, t.index, rip,
+                               description=f"exception {vector} at {rip:#x}")
+            case HaltExit():
+                t.halted = True
+                return PARK
+            case ShutdownExit(rip=rip, reason=reason):
+                return Stopped(StopReason.EXCEPTION, t.index, rip,
+                               description=f"{reason} at {rip:#x}")
+            case InternalErrorExit(rip=rip, message=message):
+                return Stopped(StopReason.EXCEPTION, t.index, rip, description=message)
+        raise AssertionError(f"unclassified exit {exit_!r}")
+
+    # -- the vCPU threads -------------------------------------------------------------------
+    def _thread_main(self, t: _VcpuThread) -> None:
+        while True:
+            t.go.wait()
+            t.go.clear()
+            if self._closing:
+                return
+            self._run_until_stop(t)
+            with self._cond:
+                self._running -= 1
+                if self._running == 0:
+                    self._finish_stop_locked()
+                self._cond.notify_all()
+
+    def _run_until_stop(self, t: _VcpuThread) -> None:
+        while not self._stopping:
+            try:
+                exit_ = t.vcpu.run()
+            except Exception as error:  # a platform failure is a stop, never a hang
+                exit_ = InternalErrorExit(0, f"platform error: {error!r}")
+            action = self._classify(t, exit_)
+            if action is KEEP:
+                continue
+            if isinstance(action, Stopped):
+                with self._cond:
+                    if self._stop is None and self._ended is None:
+                        self._stop = action
+                    else:
+                        t.pending = action  # reported at a later resume
+                    self._request_stop_locked()
+            elif all(other.halted for other in self._threads):
+                self.machine.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
+            return
+
+    def _request_stop_locked(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for t in self._threads:
+            t.vcpu.cancel()
+
+    def _finish_stop_locked(self) -> None:
+        """The last running vCPU parked: clean memory, then report."""
+        if self.table.armed:
+            self.table.disarm(self.memory)
+        stop, self._stop = self._stop, None
+        self._stopping = False
+        if self._ended is not None:
+            self._report_end()
+            return
+        if stop is None:
+            return
+        if stop.reason is StopReason.PAUSE:
+            t = self._threads[stop.vcpu]
+            stop = Stopped(StopReason.PAUSE, t.index, self._rip(t), description="paused")
+        self._emit(stop)
+
+    def _on_machine_end(self, result: RunResult) -> None:
+        self._ended = result
+        self._stopping = True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            if self._running:
+                self._request_stop_locked()
+        for t in self._threads:
+            t.go.set()
+        for t in self._threads:
+            assert t.thread is not None
+            t.thread.join(5)
+        self.machine.close()

@@ -1,0 +1,59 @@
+"""What the engine tells its client (the DAP layer), through one thread-safe channel."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class StopReason(enum.Enum):
+    ENTRY = "entry"
+    BREAKPOINT = "breakpoint"
+    STEP = "step"
+    PAUSE = "pause"
+    EXCEPTION = "exception"  # an intercepted exception, a triple fault, a platform error
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Every vCPU has stopped; `vcpu` is the one that caused it."""
+
+    reason: StopReason
+    vcpu: int
+    rip: int
+    breakpoints: tuple[int, ...] = ()  # ids of the user breakpoints hit
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BreakpointVerified:
+    """A pending breakpoint was planted for the first time (its page became mapped)."""
+
+    breakpoint_id: int
+    address: int
+
+
+@dataclass(frozen=True)
+class Output:
+    data: bytes  # guest serial output
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The VM ended; no further stops will come."""
+
+    exit_code: int
+    reason: str  # "exit", "halted", "shutdown", "error", "stopped"
+    message: str = ""
+
+
+EngineEvent = Stopped | BreakpointVerified | Output | Exited
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """A user breakpoint: the engine's handle, independent of the low-level table."""
+
+    id: int
+    address: int
+    verified: bool = field(default=False, compare=False)
