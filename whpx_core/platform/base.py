@@ -88,6 +88,15 @@ class Capabilities:
     notes: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class HwBreakpoint:
+    """One of the debugger's four hardware breakpoint slots (DR0-DR3 semantics)."""
+
+    address: int
+    kind: str = "execute"  # "execute", "write" or "readwrite" (x86 has no read-only)
+    size: int = 1  # 1, 2, 4 or 8 bytes, naturally aligned; execute breakpoints use 1
+
+
 class Vcpu(abc.ABC):
     index: int
 
@@ -153,6 +162,15 @@ class Partition(abc.ABC):
     def set_exception_intercepts(self, vectors: frozenset[int]) -> None:
         """Vectors that exit to the host instead of reaching the guest's IDT. Only
         called while no vCPU runs (the WHv ExceptionExitBitmap rule)."""
+
+    def set_hardware_breakpoints(self, slots: Sequence[HwBreakpoint | None]) -> None:
+        """The debugger's own hardware breakpoints, slot n like DRn (at most
+        `Capabilities.hardware_breakpoints` slots; only while no vCPU runs). They are
+        separate from the guest's DR0-DR7, which stay the guest's. A hit exits as
+        ExceptionExit(#DB) with bit n of `debug_status` set: execute breakpoints before
+        the instruction (RIP at it), data breakpoints after the access (RIP after it)."""
+        if any(slot is not None for slot in slots):
+            raise PlatformError("this platform has no hardware breakpoints")
 
     @abc.abstractmethod
     def read_memory(self, gpa: int, size: int) -> bytes: ...
