@@ -77,6 +77,7 @@ class _VcpuThread:
     # Where this vCPU was last reported stopped. Resuming from there steps over a
     # breakpoint; a vCPU merely cancelled in front of one has not hit it yet, and will.
     reported_rip: int | None = None
+    rip_after_step: int | None = None  # saves a register read per step
 
 
 class Engine:
@@ -257,9 +258,11 @@ class Engine:
                 self._emit(stop)
                 return stop
             self._arm()
+            t.rip_after_step = None
             action = self._step(t, over_handlers=not self.step_into_handlers)
             if not isinstance(action, Stopped):
-                action = Stopped(StopReason.STEP, vcpu, self._rip(t))
+                rip = t.rip_after_step if t.rip_after_step is not None else self._rip(t)
+                action = Stopped(StopReason.STEP, vcpu, rip)
             return self._finish_synchronous(action)
 
     def _finish_synchronous(self, stop: Stopped) -> Stopped | Exited:
@@ -290,10 +293,9 @@ class Engine:
         return t.vcpu.get_int(Reg.RIP)
 
     # -- stepping ---------------------------------------------------------------------------
-    def _step_primitive(self, t: _VcpuThread) -> Exit:
+    def _step_primitive(self, t: _VcpuThread, rip: int) -> Exit:
         """One instruction with the platform's step primitive. A cancel that arrives
         meanwhile is deferred until the step is done (the seed's rule)."""
-        rip = self._rip(t)
         entry = self.table.get(rip) if self.table.is_planted_at(rip) else None
         if entry is not None:
             assert entry.gpa is not None and entry.original is not None
@@ -320,10 +322,11 @@ class Engine:
         assert isinstance(rip, int) and isinstance(rsp, int) and isinstance(rflags, int)
         code = self._code_at(rip)
         before = stepping.before_step(stepping.classify(code), rip, rsp, rflags, self._read)
-        exit_ = self._step_primitive(t)
+        exit_ = self._step_primitive(t, rip)
         if not (isinstance(exit_, ExceptionExit) and exit_.is_single_step):
             return self._classify(t, exit_, stepping=True)
-        new_rsp, new_rflags = vcpu.get_registers([Reg.RSP, Reg.RFLAGS])
+        t.rip_after_step, new_rsp, new_rflags = vcpu.get_registers(
+            [Reg.RIP, Reg.RSP, Reg.RFLAGS])
         assert isinstance(new_rsp, int) and isinstance(new_rflags, int)
         fixed = stepping.after_step(before, new_rsp, new_rflags, self._read, self._write)
         if fixed != new_rflags:

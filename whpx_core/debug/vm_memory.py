@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from whpx_core.platform.base import Partition, PlatformError
-from whpx_core.platform.paging import PageFault, PagingState, translate
+from whpx_core.platform.paging import PagingState
 from whpx_core.platform.registers import Reg
 
 
@@ -29,9 +29,9 @@ class VmMemory:
         return PagingState(cr0, cr3)
 
     def translate(self, address: int, vcpu: int | None = None) -> int | None:
-        try:
-            gpa = translate(self.partition.read_memory, self.paging(vcpu), address)
-        except (PageFault, PlatformError):
+        gpa = self.partition.vcpu(self._paging_vcpu if vcpu is None else vcpu)\
+            .translate_gva(address, self.partition.read_memory)
+        if gpa is None:
             return None
         try:
             self.partition.read_memory(gpa, 1)
@@ -54,6 +54,15 @@ class VmMemory:
 
     # -- guest-virtual ranges, page by page ------------------------------------------
     def read_virtual(self, address: int, size: int, vcpu: int | None = None) -> bytes:
+        if (address & 0xFFF) + size <= 0x1000:  # one page: the common case, kept short
+            gpa = self.partition.vcpu(self._paging_vcpu if vcpu is None else vcpu)\
+                .translate_gva(address, self.partition.read_memory)
+            if gpa is None:
+                raise GuestMemoryError(f"address {address:#x} is not mapped")
+            try:
+                return self.partition.read_memory(gpa, size)
+            except PlatformError:
+                raise GuestMemoryError(f"address {address:#x} is not RAM") from None
         out = bytearray()
         for va, gpa, chunk in self._pages(address, size, vcpu):
             if gpa is None:
@@ -70,14 +79,15 @@ class VmMemory:
             done += chunk
 
     def _pages(self, address: int, size: int, vcpu: int | None):
-        state = self.paging(vcpu)
+        cpu = self.partition.vcpu(self._paging_vcpu if vcpu is None else vcpu)
         end = address + size
         while address < end:
             chunk = min(end, (address | 0xFFF) + 1) - address
-            try:
-                gpa: int | None = translate(self.partition.read_memory, state, address)
-                self.partition.read_memory(gpa, chunk)  # type: ignore[arg-type]
-            except (PageFault, PlatformError):
-                gpa = None
+            gpa = cpu.translate_gva(address, self.partition.read_memory)
+            if gpa is not None:
+                try:
+                    self.partition.read_memory(gpa, chunk)
+                except PlatformError:
+                    gpa = None
             yield address, gpa, chunk
             address += chunk

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from whpx_core.platform.exits import Exit
+from whpx_core.platform.paging import PageFault, PagingState, translate
 from whpx_core.platform.registers import Reg, RegValue
 
 
@@ -116,6 +117,17 @@ class Vcpu(abc.ABC):
 
     def set(self, name: Reg, value: RegValue) -> None:
         self.set_registers({name: value})
+
+    def translate_gva(self, gva: int, read_phys: Callable[[int, int], bytes]) -> int | None:
+        """Guest-physical address of `gva` through this vCPU's page tables, None when not
+        mapped (WHvTranslateGva). The default walks the tables with `read_phys`;
+        platforms with a faster walk override it."""
+        cr0, cr3 = self.get_registers((Reg.CR0, Reg.CR3))
+        assert isinstance(cr0, int) and isinstance(cr3, int)
+        try:
+            return translate(read_phys, PagingState(cr0, cr3), gva)
+        except PageFault:
+            return None
 
     @abc.abstractmethod
     def run(self) -> Exit:

@@ -59,6 +59,10 @@ class Reg(enum.Enum):
     def __repr__(self) -> str:
         return f"Reg.{self.name}"
 
+    # Members are singletons, so identity hashing is exact, and it runs in C: Enum's own
+    # __hash__ is Python code, and register names are hashed on every access.
+    __hash__ = object.__hash__
+
 
 GENERAL_REGS: tuple[Reg, ...] = (
     Reg.RAX, Reg.RCX, Reg.RDX, Reg.RBX, Reg.RSP, Reg.RBP, Reg.RSI, Reg.RDI,

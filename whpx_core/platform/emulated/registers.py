@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable
 
 from unicorn import Uc
 from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
 
 from whpx_core.platform.delivery import segment_from_descriptor
 from whpx_core.platform.emulated.unicorn_internals import CpuInternals
 from whpx_core.platform.registers import INTERRUPT_SHADOW, Reg, RegValue, Segment, Table
 
 EFER_MSR = 0xC0000080
+_PROT_READ = 1
+# UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2 arguments), from unicorn.h.
+_CTL_REMOVE_CACHE = 11 | 2 << 26 | 1 << 30
+uclib.uc_vmem_translate.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                    ctypes.POINTER(ctypes.c_uint64)]
+uclib.uc_vmem_translate.restype = ctypes.c_int
 
 _SIMPLE: dict[Reg, int] = {
     Reg.RAX: x86.UC_X86_REG_RAX, Reg.RCX: x86.UC_X86_REG_RCX, Reg.RDX: x86.UC_X86_REG_RDX,
@@ -47,13 +55,43 @@ class UnicornRegisters:
         self, uc: Uc, internals: CpuInternals, read_linear: Callable[[int, int], bytes]
     ) -> None:
         self._uc = uc
+        self._handle = uc._uch
+        self._scratch = ctypes.c_uint64()
+        self._scratch_ref = ctypes.byref(self._scratch)
         self._internals = internals
         self._read_linear = read_linear
 
+    # The binding's reg_read / reg_write cost about 2.3 us each (it re-derives the value
+    # type on every call); stepping reads a dozen registers, so plain 64-bit registers
+    # go straight to the C library (0.7 us).
+    def read_u64(self, uid: int) -> int:
+        uclib.uc_reg_read(self._handle, uid, self._scratch_ref)
+        return self._scratch.value
+
+    def write_u64(self, uid: int, value: int) -> None:
+        self._scratch.value = value
+        uclib.uc_reg_write(self._handle, uid, self._scratch_ref)
+
+    def remove_cache(self, begin: int, end: int) -> None:
+        """uc_ctl_remove_cache without the binding's argument encoding (~5 us a call)."""
+        uclib.uc_ctl(self._handle, _CTL_REMOVE_CACHE, ctypes.c_uint64(begin),
+                     ctypes.c_uint64(end))
+
+    def translate(self, gva: int) -> int | None:
+        """Unicorn's own page walk (0.7 us against ~4 us in Python). On a miss it writes
+        the address into CR2 as if a fault had happened, so CR2 is put back."""
+        cr2 = self.read_u64(x86.UC_X86_REG_CR2)
+        if uclib.uc_vmem_translate(self._handle, gva, _PROT_READ, self._scratch_ref) == 0:
+            return self._scratch.value
+        self.write_u64(x86.UC_X86_REG_CR2, cr2)
+        return None
+
     def read(self, reg: Reg) -> RegValue:
+        uid = _SIMPLE.get(reg)
+        if uid is not None:
+            uclib.uc_reg_read(self._handle, uid, self._scratch_ref)
+            return self._scratch.value
         uc = self._uc
-        if (uid := _SIMPLE.get(reg)) is not None:
-            return uc.reg_read(uid)
         if (uid := _SELECTOR.get(reg)) is not None:
             return self._segment(reg, uc.reg_read(uid))
         if (uid := _SYSTEM_SEGMENT.get(reg)) is not None:
@@ -73,7 +111,7 @@ class UnicornRegisters:
         for reg in sorted(values, key=lambda r: _SET_ORDER.get(r, 99)):
             value = values[reg]
             if (uid := _SIMPLE.get(reg)) is not None:
-                uc.reg_write(uid, _as_int(reg, value))
+                self.write_u64(uid, _as_int(reg, value))
             elif (uid := _SELECTOR.get(reg)) is not None:
                 segment = _as_segment(reg, value)
                 uc.reg_write(uid, segment.selector)
