@@ -50,6 +50,21 @@ from whpx_core.platform.registers import Reg, RegValue
 MAX_HANDLER_STEPS = 1_000_000
 
 
+_VECTOR_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint (INT3)",
+                 6: "#UD invalid opcode", 8: "#DF double fault",
+                 13: "#GP general protection", 14: "#PF page fault"}
+
+
+def _describe_exception(exit_: ExceptionExit) -> str:
+    name = _VECTOR_NAMES.get(exit_.vector, f"exception {exit_.vector}")
+    text = f"{name} at {exit_.rip:#x}"
+    if exit_.error_code is not None:
+        text += f", error code {exit_.error_code:#x}"
+    if exit_.cr2 is not None:
+        text += f", address {exit_.cr2:#x}"
+    return text
+
+
 class EngineError(Exception):
     """A command that cannot be carried out in the engine's current state."""
 
@@ -78,12 +93,15 @@ class _VcpuThread:
     # breakpoint; a vCPU merely cancelled in front of one has not hit it yet, and will.
     reported_rip: int | None = None
     rip_after_step: int | None = None  # saves a register read per step
+    # An intercepted exception reported to the user: the guest gets it when resumed.
+    owed_exception: tuple[int, int | None, int] | None = None  # vector, error, RIP advance
 
 
 class Engine:
     def __init__(self, machine: Machine, *, step_into_handlers: bool = False) -> None:
         self.machine = machine
         self.partition = machine.partition
+        self.partition_capabilities = machine.platform.capabilities()
         self.memory = VmMemory(self.partition)
         self.table = BreakpointTable()
         self.events: queue.Queue[EngineEvent] = queue.Queue()
@@ -98,6 +116,7 @@ class Engine:
         self._ended: RunResult | None = None
         self._exited_reported = False
         self._closing = False
+        self._exception_stops: frozenset[int] = frozenset()
         self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
         machine.add_end_listener(self._on_machine_end)
         for t in self._threads:
@@ -202,18 +221,30 @@ class Engine:
             for offset, value in enumerate(data):
                 self.table.update_original(address + offset, value)
 
-    # -- run control ------------------------------------------------------------------------
-    def resume(self) -> None:
-        """Continue every vCPU. Returns at once; the stop arrives as an event."""
+    def write_physical(self, gpa: int, data: bytes) -> None:
+        """Guest-physical write; breakpoints planted over these bytes keep the new ones
+        as their original bytes."""
         with self._cond:
             self._require_stopped()
-            for t in self._threads:
+            self.partition.write_memory(gpa, data)
+            for entry in self.table:
+                if entry.gpa is not None and gpa <= entry.gpa < gpa + len(data):
+                    self.table.update_original(entry.address, data[entry.gpa - gpa])
+
+    # -- run control ------------------------------------------------------------------------
+    def resume(self, only: int | None = None) -> None:
+        """Continue every vCPU (or only vCPU `only`, the others staying halted). Returns
+        at once; the stop arrives as an event."""
+        with self._cond:
+            self._require_stopped()
+            chosen = self._threads if only is None else [self._threads[only]]
+            for t in chosen:
                 if t.pending is not None:
                     stop, t.pending = t.pending, None
                     self._emit(stop)  # an earlier simultaneous hit: report it, run nothing
                     return
             self._arm()
-            for t in self._threads:
+            for t in chosen:
                 rip = self._rip(t)
                 if not t.halted and rip == t.reported_rip and self.table.is_planted_at(rip):
                     action = self._exclusive_step(t)
@@ -222,11 +253,17 @@ class Engine:
                         return
             for t in self._threads:
                 t.reported_rip = None
-            runnable = [t for t in self._threads if not t.halted]
+            runnable = [t for t in chosen if not t.halted]
             if not runnable:
                 self.table.disarm(self.memory)
-                self.machine.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
-                self._report_end()
+                if all(t.halted for t in self._threads):
+                    self.machine.end(RunResult("halted", 0,
+                                               "every vCPU halted with interrupts off"))
+                    self._report_end()
+                else:
+                    t = chosen[0]
+                    self._emit(Stopped(StopReason.PAUSE, t.index, self._rip(t),
+                                       description="vCPU is halted with interrupts off"))
                 return
             self._stopping = False
             self._running = len(runnable)
@@ -281,9 +318,30 @@ class Engine:
             self._emit(event)
         return event
 
+    def set_exception_stops(self, vectors: Iterable[int]) -> None:
+        """Stop when the guest raises one of these exceptions (before its handler runs);
+        the guest still gets the exception when resumed."""
+        vectors = frozenset(vectors)
+        allowed = self.partition_capabilities.interceptable_vectors
+        if not vectors <= allowed:
+            raise EngineError(f"this platform cannot stop on exception vectors "
+                              f"{sorted(vectors - allowed)} (only {sorted(allowed)})")
+        with self._cond:
+            self._require_not_running()
+            self._exception_stops = vectors
+
     def _arm(self) -> None:
-        vectors = {Vector.DB} if len(self.table) else set()
+        vectors = set(self._exception_stops)
+        if len(self.table):
+            vectors.add(Vector.DB)
         self.partition.set_exception_intercepts(frozenset(vectors))  # no vCPU runs now
+        for t in self._threads:
+            if t.owed_exception is not None:
+                vector, error_code, advance = t.owed_exception
+                t.owed_exception = None
+                if advance:
+                    t.vcpu.set(Reg.RIP, t.vcpu.get_int(Reg.RIP) + advance)
+                t.vcpu.inject_exception(vector, error_code)
         for entry in self.table.arm(self.memory):
             for owner in entry.owners:
                 if isinstance(owner, int) and owner in self._breakpoints:
@@ -388,9 +446,14 @@ class Engine:
             case ExceptionExit(vector=Vector.DB) if exit_.is_single_step and not stepping:
                 t.vcpu.inject_exception(Vector.DB)  # the guest's own TF: its #DB
                 return KEEP
-            case ExceptionExit(vector=vector, rip=rip):
+            case ExceptionExit(vector=vector, rip=rip, error_code=error_code):
+                code = exit_.instruction_bytes
+                # INT3 / INT n are traps: the guest's handler expects RIP after them.
+                advance = 1 if vector == Vector.BP and code[:1] == b"\xcc" else \
+                    2 if code[:1] == b"\xcd" and code[1:2] == bytes([vector]) else 0
+                t.owed_exception = (vector, error_code, advance)
                 return Stopped(StopReason.EXCEPTION, t.index, rip,
-                               description=f"exception {vector} at {rip:#x}")
+                               description=_describe_exception(exit_))
             case HaltExit():
                 t.halted = True
                 return PARK
@@ -452,8 +515,12 @@ class Engine:
             self._report_end()
             return
         if stop is None:
-            return
-        if stop.reason is StopReason.PAUSE:
+            # Every vCPU that ran halted with interrupts off, but not all of them did
+            # (a single-thread resume): still a stop the client must hear about.
+            t = next(t for t in self._threads if t.halted)
+            stop = Stopped(StopReason.PAUSE, t.index, self._rip(t),
+                           description="vCPU is halted with interrupts off")
+        if stop.reason is StopReason.PAUSE and not stop.description.startswith("vCPU"):
             t = self._threads[stop.vcpu]
             stop = Stopped(StopReason.PAUSE, t.index, self._rip(t), description="paused")
         self._emit(stop)

@@ -1,0 +1,5 @@
+import sys
+
+from dap_whpx.server import main
+
+sys.exit(main())

@@ -1,0 +1,704 @@
+"""A small, safe expression language for the debugger.
+
+Used by the DAP ``evaluate`` request (watch, hover, debug console), by conditional
+breakpoints (``i == 37``) and by hit conditions. The text is tokenized and parsed by hand
+(precedence climbing) into an AST, which a tree walker evaluates against an `EvalContext`
+(registers, ELF symbols, guest memory). Nothing here hands text to Python's own compiler.
+
+Grammar (C precedence, loosest first; all binary operators are left-associative)::
+
+    expr     := binary
+    binary   := unary (BINOP unary)*        || && | ^ & (== !=) (< <= > >=) (<< >>) (+ -) (* / %)
+    unary    := ('-' | '+' | '~' | '!' | '*') unary
+              | '(' type ')' unary          cast, e.g. (u8) x, (s32) x, (u64 *) p
+              | primary
+    primary  := INTEGER | CHAR | NAME | '$' NAME | '(' expr ')'
+    type     := (u8|u16|u32|u64|s8..s64|i8..i64|uint8_t..|int8_t..|size_t|ssize_t|uintptr_t
+                 |intptr_t|ptrdiff_t|bool|_Bool|void | C specifiers: signed unsigned char short
+                 int long) '*'*
+
+Values are 64-bit. Literals are signed 64-bit (``s64``) unless they only fit unsigned;
+registers, symbols and uncast dereferences are ``u64``. Operands narrower than 64 bits
+(from casts or sized reads) are promoted to ``s64``; an operation is signed only when both
+operands are signed (so ``rax < 0`` is never true, ``(s64) rax < 0`` is the signed test).
+Arithmetic wraps modulo 2**64; comparisons and ``! && ||`` give 0 or 1. Division truncates
+toward zero; shifting by 64 or more gives 0 (or -1 for a negative signed ``>>``).
+Pointer casts give C pointer arithmetic: ``(u32 *) p + 1`` is ``p + 4``.
+A name is looked up as a register first (case-insensitively; eax/ax/al/ah... are derived
+from the 64-bit register when the context does not know them), then as a symbol;
+``$name`` is always a register.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "Binary",
+    "Cast",
+    "EvalContext",
+    "Expr",
+    "ExpressionError",
+    "IntType",
+    "Name",
+    "Number",
+    "PointerType",
+    "Unary",
+    "evaluate",
+    "format_value",
+    "parse",
+]
+
+MAX_LENGTH = 4096
+MAX_DEPTH = 100
+
+MASK = (1 << 64) - 1
+SIGN = 1 << 63
+
+
+class ExpressionError(Exception):
+    """A syntax or evaluation error; the message says what went wrong and where."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        self.message = message
+        self.column = column
+        super().__init__(message if column is None else f"{message} at column {column}")
+
+
+class EvalContext(Protocol):
+    def register(self, name: str) -> int | None: ...
+
+    def symbol(self, name: str) -> int | None: ...
+
+    def read_memory(self, address: int, size: int) -> bytes: ...
+
+
+# ---------------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True, slots=True)
+class IntType:
+    size: int  # bytes: 1, 2, 4 or 8
+    signed: bool
+
+    def __str__(self) -> str:
+        return f"{'s' if self.signed else 'u'}{self.size * 8}"
+
+
+@dataclass(frozen=True, slots=True)
+class PointerType:
+    target: IntType | PointerType | None  # None: void
+
+    def __str__(self) -> str:
+        return f"{'void' if self.target is None else self.target} *"
+
+
+CType = IntType | PointerType
+
+U8, U16, U32, U64 = (IntType(size, False) for size in (1, 2, 4, 8))
+S8, S16, S32, S64 = (IntType(size, True) for size in (1, 2, 4, 8))
+
+_NAMED_TYPES: dict[str, IntType | None] = {"void": None, "bool": U8, "_Bool": U8}
+for _width, _u, _s in ((8, U8, S8), (16, U16, S16), (32, U32, S32), (64, U64, S64)):
+    _NAMED_TYPES[f"u{_width}"] = _u
+    _NAMED_TYPES[f"s{_width}"] = _s
+    _NAMED_TYPES[f"i{_width}"] = _s
+    _NAMED_TYPES[f"uint{_width}_t"] = _u
+    _NAMED_TYPES[f"int{_width}_t"] = _s
+for _alias, _type in (("size_t", U64), ("uintptr_t", U64), ("ssize_t", S64), ("intptr_t", S64),
+                     ("ptrdiff_t", S64)):
+    _NAMED_TYPES[_alias] = _type
+
+_C_SPECIFIERS = frozenset({"signed", "unsigned", "char", "short", "int", "long"})
+_TYPE_WORDS = _C_SPECIFIERS | _NAMED_TYPES.keys()
+
+# ------------------------------------------------------------------------------ registers
+
+_REGISTER_BITS: dict[str, int] = {
+    name: 16 for name in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldtr")
+}
+
+# sub-register -> (64-bit register, shift, bits)
+_SUBREGISTERS: dict[str, tuple[str, int, int]] = {}
+for _x in "abcd":
+    _SUBREGISTERS[f"e{_x}x"] = (f"r{_x}x", 0, 32)
+    _SUBREGISTERS[f"{_x}x"] = (f"r{_x}x", 0, 16)
+    _SUBREGISTERS[f"{_x}l"] = (f"r{_x}x", 0, 8)
+    _SUBREGISTERS[f"{_x}h"] = (f"r{_x}x", 8, 8)
+for _x in ("si", "di", "bp", "sp"):
+    _SUBREGISTERS[f"e{_x}"] = (f"r{_x}", 0, 32)
+    _SUBREGISTERS[_x] = (f"r{_x}", 0, 16)
+    _SUBREGISTERS[f"{_x}l"] = (f"r{_x}", 0, 8)
+for _n in range(8, 16):
+    _SUBREGISTERS[f"r{_n}d"] = (f"r{_n}", 0, 32)
+    _SUBREGISTERS[f"r{_n}w"] = (f"r{_n}", 0, 16)
+    _SUBREGISTERS[f"r{_n}b"] = (f"r{_n}", 0, 8)
+    _SUBREGISTERS[f"r{_n}l"] = (f"r{_n}", 0, 8)
+_SUBREGISTERS.update(eip=("rip", 0, 32), ip=("rip", 0, 16),
+                     eflags=("rflags", 0, 32), flags=("rflags", 0, 16))
+for _sub, (_, _, _width) in _SUBREGISTERS.items():
+    _REGISTER_BITS[_sub] = _width
+
+_UNSIGNED_OF_BITS = {8: U8, 16: U16, 32: U32, 64: U64}
+
+# ----------------------------------------------------------------------------------- AST
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    value: int  # 0 .. 2**64 - 1
+    type: IntType
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    name: str
+    column: int
+    register_only: bool = False  # written as $name
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    op: str  # - + ~ ! * (dereference)
+    operand: Expr
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    type: CType
+    operand: Expr
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str
+    left: Expr
+    right: Expr
+    column: int
+
+
+Expr = Number | Name | Unary | Cast | Binary
+
+# ----------------------------------------------------------------------------- tokenizer
+
+_DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
+_BASE_NAMES = {2: "binary", 8: "octal", 10: "decimal", 16: "hex"}
+_PREFIXES = {"0x": 16, "0X": 16, "0b": 2, "0B": 2, "0o": 8, "0O": 8}
+_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_IDENT_PART = _IDENT_START | frozenset("0123456789.$")
+_NUMBER_PART = _IDENT_START | frozenset("0123456789")
+_WHITESPACE = frozenset(" \t\r\n\f\v")
+_OPERATORS_2 = frozenset({"<<", ">>", "<=", ">=", "==", "!=", "&&", "||"})
+_OPERATORS_1 = frozenset("+-*/%<>&^|~!()")
+_ESCAPES = {"n": 10, "t": 9, "r": 13, "0": 0, "a": 7, "b": 8, "f": 12, "v": 11,
+            "\\": 92, "'": 39, '"': 34}
+
+
+class _Token(NamedTuple):
+    kind: str  # "num", "name", "reg", "op", "end"
+    text: str
+    column: int
+    value: int = 0
+
+
+def _describe(token: _Token) -> str:
+    if token.kind == "end":
+        return "end of expression"
+    if token.kind == "num":
+        return f"number '{token.text}'"
+    if token.kind in ("name", "reg"):
+        return f"name '{token.text}'"
+    return f"'{token.text}'"
+
+
+def _number(text: str, column: int) -> int:
+    base = _PREFIXES.get(text[:2], 10)
+    body = text[2:] if base != 10 else text
+    kind = _BASE_NAMES[base]
+    if not body:
+        raise ExpressionError(f"{kind} literal '{text}' has no digits", column)
+    offset = len(text) - len(body)
+    for index, char in enumerate(body):
+        if char == "_":
+            if index == 0 or index == len(body) - 1 or body[index - 1] == "_":
+                raise ExpressionError(
+                    f"misplaced '_' in {kind} literal '{text}'", column + offset + index)
+        elif char not in _DIGITS[base]:
+            raise ExpressionError(
+                f"invalid digit '{char}' in {kind} literal '{text}'", column + offset + index)
+    digits = body.replace("_", "")
+    if base == 10 and len(digits) > 1 and digits[0] == "0":
+        raise ExpressionError(
+            f"decimal literal '{text}' has a leading zero (write octal as 0o...)", column)
+    if len(digits) > 64:  # also keeps int() far from its digit limit
+        raise ExpressionError(f"integer literal '{text}' does not fit in 64 bits", column)
+    value = int(digits, base)
+    if value > MASK:
+        raise ExpressionError(f"integer literal '{text}' does not fit in 64 bits", column)
+    return value
+
+
+def _char_literal(text: str, start: int) -> tuple[int, int]:
+    """The value of the character literal opening at text[start], and the index after it."""
+    column = start + 1
+    index = start + 1
+    if index >= len(text) or text[index] == "\n":
+        raise ExpressionError("unterminated character literal", column)
+    char = text[index]
+    if char == "'":
+        raise ExpressionError("empty character literal", column)
+    if char == "\\":
+        index += 1
+        if index >= len(text):
+            raise ExpressionError("unterminated character literal", column)
+        escape = text[index]
+        if escape == "x":
+            end = index + 1
+            while end < len(text) and end < index + 3 and text[end] in _DIGITS[16]:
+                end += 1
+            if end == index + 1:
+                raise ExpressionError("'\\x' needs hex digits", index + 1)
+            value = int(text[index + 1:end], 16)
+            index = end
+        elif escape in _ESCAPES:
+            value = _ESCAPES[escape]
+            index += 1
+        else:
+            raise ExpressionError(f"unknown escape '\\{escape}' in character literal", index)
+    else:
+        value = ord(char)
+        index += 1
+    if index >= len(text):
+        raise ExpressionError("unterminated character literal", column)
+    if text[index] != "'":
+        raise ExpressionError("character literal holds more than one character", column)
+    return value, index + 1
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    index = 0
+    length = len(text)
+    while index < length:
+        char = text[index]
+        column = index + 1
+        if char in _WHITESPACE:
+            index += 1
+        elif char in "0123456789":
+            end = index + 1
+            while end < length and text[end] in _NUMBER_PART:
+                end += 1
+            literal = text[index:end]
+            tokens.append(_Token("num", literal, column, _number(literal, column)))
+            index = end
+        elif char in _IDENT_START or char == "$":
+            start = index + 1 if char == "$" else index
+            if start >= length or text[start] not in _IDENT_START:
+                raise ExpressionError("expected a register name after '$'", column)
+            end = start + 1
+            while end < length and text[end] in _IDENT_PART:
+                end += 1
+            kind = "reg" if char == "$" else "name"
+            tokens.append(_Token(kind, text[start:end], column))
+            index = end
+        elif char == "'":
+            value, end = _char_literal(text, index)
+            tokens.append(_Token("num", text[index:end], column, value))
+            index = end
+        elif text[index:index + 2] in _OPERATORS_2:
+            tokens.append(_Token("op", text[index:index + 2], column))
+            index += 2
+        elif char in _OPERATORS_1:
+            tokens.append(_Token("op", char, column))
+            index += 1
+        elif char == "=":
+            raise ExpressionError("unexpected '=' (did you mean '=='?)", column)
+        else:
+            shown = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+            raise ExpressionError(f"unexpected character '{shown}'", column)
+    tokens.append(_Token("end", "", length + 1))
+    return tokens
+
+
+# -------------------------------------------------------------------------------- parser
+
+_PRECEDENCE = {
+    "||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6,
+    "<": 7, "<=": 7, ">": 7, ">=": 7, "<<": 8, ">>": 8, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10,
+}
+_UNARY = frozenset("-+~!*")
+
+
+class _Parser:
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        self.position = 0
+        self.depth = 0
+
+    def peek(self, ahead: int = 0) -> _Token:
+        return self.tokens[min(self.position + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> _Token:
+        token = self.tokens[self.position]
+        if token.kind != "end":
+            self.position += 1
+        return token
+
+    def enter(self, column: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep", column)
+
+    def whole(self) -> Expr:
+        expr = self.binary(1)
+        token = self.peek()
+        if token.kind != "end":
+            raise ExpressionError(f"expected an operator, found {_describe(token)}", token.column)
+        return expr
+
+    def binary(self, min_precedence: int) -> Expr:
+        left = self.unary()
+        while True:
+            token = self.peek()
+            precedence = _PRECEDENCE.get(token.text, 0) if token.kind == "op" else 0
+            if precedence < min_precedence:
+                return left
+            self.advance()
+            self.enter(token.column)
+            right = self.binary(precedence + 1)
+            self.depth -= 1
+            left = Binary(token.text, left, right, token.column)
+
+    def unary(self) -> Expr:
+        token = self.peek()
+        if token.kind == "op" and token.text in _UNARY:
+            self.advance()
+            self.enter(token.column)
+            operand = self.unary()
+            self.depth -= 1
+            return Unary(token.text, operand, token.column)
+        following = self.peek(1)
+        if token.text == "(" and following.kind == "name" and following.text in _TYPE_WORDS:
+            self.advance()
+            target = self.type_name()
+            self.enter(token.column)
+            operand = self.unary()
+            self.depth -= 1
+            return Cast(target, operand, token.column)
+        return self.primary()
+
+    def type_name(self) -> CType:
+        first = self.peek()
+        words: list[str] = []
+        while self.peek().kind == "name" and self.peek().text in _C_SPECIFIERS:
+            words.append(self.advance().text)
+        base = _c_type(words, first.column) if words else _NAMED_TYPES[self.advance().text]
+        target: CType | None = base
+        while self.peek().text == "*" and self.peek().kind == "op":
+            self.advance()
+            target = PointerType(target)
+        if target is None:
+            raise ExpressionError("cannot cast to 'void'", first.column)
+        token = self.peek()
+        if token.text != ")" or token.kind != "op":
+            raise ExpressionError(
+                f"expected ')' after type name, found {_describe(token)}", token.column)
+        self.advance()
+        return target
+
+    def primary(self) -> Expr:
+        token = self.advance()
+        if token.kind == "num":
+            value = token.value
+            return Number(value, S64 if value < SIGN else U64, token.column)
+        if token.kind in ("name", "reg"):
+            return Name(token.text, token.column, token.kind == "reg")
+        if token.kind == "op" and token.text == "(":
+            self.enter(token.column)
+            expr = self.binary(1)
+            self.depth -= 1
+            closing = self.peek()
+            if closing.kind != "op" or closing.text != ")":
+                raise ExpressionError(
+                    f"expected ')' to close the '(' at column {token.column}, "
+                    f"found {_describe(closing)}", closing.column)
+            self.advance()
+            return expr
+        if token.kind == "end":
+            raise ExpressionError("unexpected end of expression", token.column)
+        raise ExpressionError(f"expected a value, found {_describe(token)}", token.column)
+
+
+def _c_type(words: list[str], column: int) -> IntType:
+    counts = {word: words.count(word) for word in _C_SPECIFIERS}
+    spelled = " ".join(words)
+    signs = counts["signed"] + counts["unsigned"]
+    sizes = counts["char"] + counts["short"] + min(counts["long"], 1)
+    if signs > 1 or counts["int"] > 1 or counts["long"] > 2 or sizes > 1 or (
+            counts["char"] and counts["int"]):
+        raise ExpressionError(f"invalid type '{spelled}'", column)
+    size = 1 if counts["char"] else 2 if counts["short"] else 8 if counts["long"] else 4
+    return IntType(size, not counts["unsigned"])
+
+
+def parse(text: str | bytes) -> Expr:
+    """Parse an expression; `ExpressionError` (with a column) on bad syntax or limits."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ExpressionError(f"expression is not valid UTF-8 (byte {error.start})") from None
+    if not isinstance(text, str):
+        raise ExpressionError(f"expression must be text, not {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(
+            f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    if not text.strip(" \t\r\n\f\v"):
+        raise ExpressionError("empty expression", 1)
+    try:
+        return _Parser(_tokenize(text)).whole()
+    except RecursionError:  # the depth limit should make this unreachable
+        raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep") from None
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+class _Value(NamedTuple):
+    bits: int  # 0 .. 2**64 - 1
+    type: CType
+
+
+def _signed(bits: int) -> int:
+    return bits - (1 << 64) if bits & SIGN else bits
+
+
+def _promotes_signed(ctype: CType) -> bool:
+    """After promotion to 64 bits, is the operand signed? (Narrow types all fit in s64.)"""
+    return isinstance(ctype, IntType) and (ctype.signed or ctype.size < 8)
+
+
+def _size_of(ctype: CType | None) -> int:
+    if ctype is None:
+        return 1  # void * arithmetic steps by bytes, as in GNU C
+    return ctype.size if isinstance(ctype, IntType) else 8
+
+
+def _convert(bits: int, ctype: CType) -> int:
+    """Truncate (and sign-extend) a 64-bit pattern to `ctype`, as a 64-bit pattern."""
+    if isinstance(ctype, PointerType) or ctype.size == 8:
+        return bits & MASK
+    width = ctype.size * 8
+    bits &= (1 << width) - 1
+    if ctype.signed and bits >> (width - 1):
+        bits |= MASK ^ ((1 << width) - 1)
+    return bits
+
+
+def _unreadable(size: int, address: int, column: int) -> ExpressionError:
+    error = ExpressionError(
+        f"cannot read {size} bytes at {address:#x} (dereference at column {column})")
+    error.column = column
+    return error
+
+
+def _truth(flag: bool) -> _Value:
+    return _Value(1 if flag else 0, S64)
+
+
+class _Evaluator:
+    def __init__(self, context: EvalContext) -> None:
+        self.context = context
+        self.depth = 0
+
+    def value_of(self, node: Expr) -> _Value:
+        if isinstance(node, Binary):
+            return self.binary(node)
+        if isinstance(node, Number):
+            return _Value(node.value & MASK, node.type)
+        if isinstance(node, Name):
+            return self.name(node)
+        if isinstance(node, Unary | Cast):
+            operand = self.nested(node.operand, node.column)
+            if isinstance(node, Cast):
+                return _Value(_convert(operand.bits, node.type), node.type)
+            return self.unary(node, operand)
+        raise ExpressionError(f"not an expression node: {type(node).__name__}")
+
+    def nested(self, node: Expr, column: int) -> _Value:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep", column)
+        try:
+            return self.value_of(node)
+        finally:
+            self.depth -= 1
+
+    def binary(self, node: Binary) -> _Value:
+        # Walk the left spine iteratively: `1+1+...+1` is deep on the left but not nested.
+        spine: list[Binary] = []
+        current: Expr = node
+        while isinstance(current, Binary):
+            spine.append(current)
+            current = current.left
+        value = self.value_of(current)
+        for step in reversed(spine):
+            if step.op in ("&&", "||"):
+                if (value.bits != 0) == (step.op == "||"):
+                    value = _truth(step.op == "||")
+                else:
+                    value = _truth(self.nested(step.right, step.column).bits != 0)
+            else:
+                value = self.arithmetic(step, value, self.nested(step.right, step.column))
+        return value
+
+    def arithmetic(self, node: Binary, left: _Value, right: _Value) -> _Value:
+        op, a, b = node.op, left.bits, right.bits
+        if op in ("+", "-") and (isinstance(left.type, PointerType)
+                                 or isinstance(right.type, PointerType)):
+            return self.pointer_arithmetic(node, left, right)
+        signed = _promotes_signed(left.type) and _promotes_signed(right.type)
+        kind = S64 if signed else U64
+        if op == "+":
+            return _Value((a + b) & MASK, kind)
+        if op == "-":
+            return _Value((a - b) & MASK, kind)
+        if op == "*":
+            return _Value((a * b) & MASK, kind)
+        if op in ("/", "%"):
+            if b == 0:
+                raise ExpressionError("division by zero", node.column)
+            if signed:
+                x, y = _signed(a), _signed(b)
+                quotient = abs(x) // abs(y)
+                if (x < 0) != (y < 0):
+                    quotient = -quotient
+                result = quotient if op == "/" else x - y * quotient
+                return _Value(result & MASK, kind)
+            return _Value(a // b if op == "/" else a % b, kind)
+        if op in ("<<", ">>"):
+            kind = S64 if _promotes_signed(left.type) else U64
+            count = min(b, 64)
+            if op == "<<":
+                return _Value((a << count) & MASK if count < 64 else 0, kind)
+            if kind.signed:
+                return _Value((_signed(a) >> count) & MASK, kind)
+            return _Value(a >> count, kind)
+        if op in ("==", "!="):
+            return _truth((a == b) == (op == "=="))
+        if op in ("<", "<=", ">", ">="):
+            if signed:
+                a, b = _signed(a), _signed(b)
+            if op == "<":
+                return _truth(a < b)
+            if op == "<=":
+                return _truth(a <= b)
+            if op == ">":
+                return _truth(a > b)
+            return _truth(a >= b)
+        if op == "&":
+            return _Value(a & b, kind)
+        if op == "^":
+            return _Value(a ^ b, kind)
+        if op == "|":
+            return _Value(a | b, kind)
+        raise ExpressionError(f"unknown operator '{op}'", node.column)
+
+    def pointer_arithmetic(self, node: Binary, left: _Value, right: _Value) -> _Value:
+        lp, rp = isinstance(left.type, PointerType), isinstance(right.type, PointerType)
+        if lp and rp:
+            assert isinstance(left.type, PointerType) and isinstance(right.type, PointerType)
+            if node.op == "+":
+                raise ExpressionError("cannot add two pointers", node.column)
+            size = _size_of(left.type.target)
+            if size != _size_of(right.type.target):
+                raise ExpressionError(
+                    f"cannot subtract '{right.type}' from '{left.type}'", node.column)
+            difference = _signed((left.bits - right.bits) & MASK)
+            quotient = abs(difference) // size
+            return _Value((-quotient if difference < 0 else quotient) & MASK, S64)
+        if rp and node.op == "-":
+            raise ExpressionError(f"cannot subtract '{right.type}' from an integer", node.column)
+        pointer, offset = (left, right) if lp else (right, left)
+        assert isinstance(pointer.type, PointerType)
+        step = (offset.bits * _size_of(pointer.type.target)) & MASK
+        bits = pointer.bits + step if node.op == "+" else pointer.bits - step
+        return _Value(bits & MASK, pointer.type)
+
+    def unary(self, node: Unary, operand: _Value) -> _Value:
+        if node.op == "*":
+            return self.dereference(node, operand)
+        if node.op == "!":
+            return _truth(operand.bits == 0)
+        kind = S64 if _promotes_signed(operand.type) else U64
+        if node.op == "-":
+            return _Value(-operand.bits & MASK, kind)
+        if node.op == "~":
+            return _Value(~operand.bits & MASK, kind)
+        return _Value(operand.bits, kind)  # unary +
+
+    def dereference(self, node: Unary, pointer: _Value) -> _Value:
+        target: CType = U64
+        if isinstance(pointer.type, PointerType):
+            if pointer.type.target is None:
+                raise ExpressionError("cannot dereference a 'void *'", node.column)
+            target = pointer.type.target
+        size = _size_of(target)
+        address = pointer.bits
+        try:
+            data = self.context.read_memory(address, size)
+        except Exception as error:
+            raise _unreadable(size, address, node.column) from error
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) != size:
+            raise _unreadable(size, address, node.column)
+        return _Value(_convert(int.from_bytes(data, "little"), target), target)
+
+    def name(self, node: Name) -> _Value:
+        name = node.name
+        register = name.lower()
+        value = self.ask("register", register, node)
+        if value is not None:
+            bits = _REGISTER_BITS.get(register, 64)
+            return _Value(value & ((1 << bits) - 1), _UNSIGNED_OF_BITS[bits])
+        if register in _SUBREGISTERS:
+            parent, shift, bits = _SUBREGISTERS[register]
+            whole = self.ask("register", parent, node)
+            if whole is not None:
+                return _Value((whole >> shift) & ((1 << bits) - 1), _UNSIGNED_OF_BITS[bits])
+        if node.register_only:
+            raise ExpressionError(f"unknown register '${name}'", node.column)
+        value = self.ask("symbol", name, node)
+        if value is not None:
+            return _Value(value & MASK, U64)
+        raise ExpressionError(f"unknown register or symbol '{name}'", node.column)
+
+    def ask(self, what: str, name: str, node: Name) -> int | None:
+        try:
+            value = (self.context.register if what == "register" else self.context.symbol)(name)
+        except Exception as error:
+            raise ExpressionError(f"cannot get {what} '{name}' ({error})", node.column) from None
+        if value is not None and not isinstance(value, int):
+            raise ExpressionError(f"{what} '{name}' is not an integer", node.column)
+        return value
+
+
+def evaluate(text_or_expr: str | bytes | Expr, context: EvalContext) -> int:
+    """The expression's value as a 64-bit pattern (0 .. 2**64 - 1); comparisons give 0/1."""
+    expr = (parse(text_or_expr) if isinstance(text_or_expr, str | bytes | bytearray)
+            else text_or_expr)
+    try:
+        return _Evaluator(context).value_of(expr).bits
+    except RecursionError:  # only a hand-built AST can get here
+        raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep") from None
+
+
+def format_value(value: int) -> str:
+    """``0x10 (16)``; the decimal is negative when the sign bit is set."""
+    bits = value & MASK
+    return f"{bits:#x} ({_signed(bits)})"

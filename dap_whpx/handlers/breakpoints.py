@@ -1,0 +1,201 @@
+"""setBreakpoints, setFunctionBreakpoints, setInstructionBreakpoints,
+setExceptionBreakpoints, dataBreakpointInfo, setDataBreakpoints."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from dap_whpx.handlers.common import engine_of, hex_address, parse_reference
+from dap_whpx.protocol.messages import (
+    Breakpoint,
+    BreakpointMode,
+    DataBreakpointInfoArguments,
+    ExceptionBreakpointsFilter,
+    SetBreakpointsArguments,
+    SetDataBreakpointsArguments,
+    SetExceptionBreakpointsArguments,
+    SetFunctionBreakpointsArguments,
+    SetInstructionBreakpointsArguments,
+)
+from dap_whpx.session import DapError, Session, capability, request
+from whpx_core.debug.engine import EngineError
+
+_ids = itertools.count(1)
+
+# One filter per exception vector the engine can stop on (the platform decides which of
+# them it can intercept; unsupported ones are refused with a message when set).
+EXCEPTION_FILTERS = {
+    "DE": (0, "#DE divide error"),
+    "UD": (6, "#UD invalid opcode"),
+    "GP": (13, "#GP general protection fault"),
+    "PF": (14, "#PF page fault"),
+    "BP": (3, "#BP breakpoint (guest INT3)"),
+    "DF": (8, "#DF double fault"),
+}
+
+MODES = [
+    BreakpointMode(mode="software", label="Software",
+                   description="INT1 written into guest memory while the VM runs",
+                   appliesTo=["source", "instruction"]).dump(),
+]
+
+
+def _owners(session: Session) -> dict[int, tuple[int, str]]:
+    return session.state.setdefault("engine_to_dap", {})
+
+
+def _replace(session: Session, kind: str, wanted: list[tuple[int | None, str | None]],
+             extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Remove this kind's previous breakpoints, add the new ones (address or a reason
+    why not), and describe them for the response."""
+    engine = engine_of(session)
+    owners = _owners(session)
+    for engine_id, (_, owner_kind) in list(owners.items()):
+        if owner_kind == kind:
+            engine.remove_breakpoint(engine_id)
+            del owners[engine_id]
+    out = []
+    for index, (address, problem) in enumerate(wanted):
+        dap_id = next(_ids)
+        info = dict(extra[index]) if extra else {}
+        if address is None:
+            out.append(Breakpoint(id=dap_id, verified=False, message=problem,
+                                  reason="failed", **info).dump())
+            continue
+        bp = engine.add_breakpoint(address)
+        owners[bp.id] = (dap_id, kind)
+        verified = engine.is_verified(bp.id) or _mapped(engine, address)
+        out.append(Breakpoint(id=dap_id, verified=verified,
+                              instructionReference=hex_address(address),
+                              message=None if verified else
+                              "pending: the address is not mapped yet",
+                              reason=None if verified else "pending", **info).dump())
+    return out
+
+
+def _mapped(engine: Any, address: int) -> bool:
+    return engine.memory.translate(address) is not None
+
+
+def verified(session: Session, engine_id: int) -> None:
+    """A pending breakpoint was planted: tell the client."""
+    owner = _owners(session).get(engine_id)
+    if owner is not None:
+        session.event("breakpoint", {"reason": "changed",
+                                     "breakpoint": {"id": owner[0], "verified": True}})
+
+
+def _remember(session: Session, command: str, args: Any) -> None:
+    session.state.setdefault("breakpoint_requests", {})[command] = args
+
+
+def replay(session: Session, saved: dict[str, Any]) -> None:
+    """Set the same breakpoints again (after a restart)."""
+    for command, args in saved.items():
+        HANDLERS[command](session, args)
+
+
+@capability(breakpointModes=MODES)
+@request("setBreakpoints", SetBreakpointsArguments)
+def set_breakpoints(session: Session, args: SetBreakpointsArguments) -> dict[str, Any]:
+    # Source lines need the DWARF line table (its own issue); until then every source
+    # breakpoint is reported unverified with the reason.
+    reason = "source breakpoints need DWARF line information, which this build does " \
+             "not read yet; use a function or instruction breakpoint"
+    return {"breakpoints": [
+        Breakpoint(id=next(_ids), verified=False, message=reason, reason="failed",
+                   line=bp.line, source=args.source).dump()
+        for bp in args.breakpoints]}
+
+
+def resolve_function(session: Session, name: str) -> tuple[int | None, str | None]:
+    symbols = session.state["symbols"]
+    base, plus, offset = name.replace(" ", "").partition("+")
+    address = symbols.address_of(base)
+    if address is None:
+        try:
+            address = int(base, 0)
+        except ValueError:
+            return None, f"no symbol '{base}' in the program"
+    if plus:
+        try:
+            address += int(offset, 0)
+        except ValueError:
+            return None, f"'{offset}' is not a number"
+    return address, None
+
+
+@capability(supportsFunctionBreakpoints=True)
+@request("setFunctionBreakpoints", SetFunctionBreakpointsArguments)
+def set_function_breakpoints(session: Session,
+                             args: SetFunctionBreakpointsArguments) -> dict[str, Any]:
+    _remember(session, "setFunctionBreakpoints", args)
+    wanted = [resolve_function(session, bp.name) for bp in args.breakpoints]
+    return {"breakpoints": _replace(session, "function", wanted)}
+
+
+@capability(supportsInstructionBreakpoints=True)
+@request("setInstructionBreakpoints", SetInstructionBreakpointsArguments)
+def set_instruction_breakpoints(session: Session,
+                                args: SetInstructionBreakpointsArguments) -> dict[str, Any]:
+    _remember(session, "setInstructionBreakpoints", args)
+    wanted: list[tuple[int | None, str | None]] = []
+    for bp in args.breakpoints:
+        try:
+            address, physical = parse_reference(session, bp.instructionReference)
+        except DapError as error:
+            wanted.append((None, str(error)))
+            continue
+        if physical:
+            wanted.append((None, "instruction breakpoints take guest-virtual addresses"))
+        else:
+            wanted.append((address + bp.offset, None))
+    return {"breakpoints": _replace(session, "instruction", wanted)}
+
+
+@capability(exceptionBreakpointFilters=[
+    ExceptionBreakpointsFilter(filter=key, label=label).dump()
+    for key, (_, label) in EXCEPTION_FILTERS.items()])
+@request("setExceptionBreakpoints", SetExceptionBreakpointsArguments)
+def set_exception_breakpoints(session: Session,
+                              args: SetExceptionBreakpointsArguments) -> dict[str, Any]:
+    engine = engine_of(session)
+    unknown = [f for f in args.filters if f not in EXCEPTION_FILTERS]
+    if unknown:
+        raise DapError(f"unknown exception filter(s) {unknown}; "
+                       f"known: {sorted(EXCEPTION_FILTERS)}")
+    allowed = engine.partition_capabilities.interceptable_vectors
+    chosen = {EXCEPTION_FILTERS[f][0] for f in args.filters}
+    results = []
+    for name in args.filters:
+        vector = EXCEPTION_FILTERS[name][0]
+        ok = vector in allowed
+        results.append(Breakpoint(verified=ok, message=None if ok else
+                                  f"{session.state['platform'].name} cannot stop on "
+                                  f"{EXCEPTION_FILTERS[name][1]}").dump())
+    try:
+        engine.set_exception_stops(chosen & allowed)
+    except EngineError as error:
+        raise DapError(str(error)) from None
+    return {"breakpoints": results}
+
+
+@capability(supportsDataBreakpoints=True)
+@request("dataBreakpointInfo", DataBreakpointInfoArguments)
+def data_breakpoint_info(session: Session, args: DataBreakpointInfoArguments) -> dict[str, Any]:
+    return {"dataId": None,
+            "description": "data breakpoints (hardware watchpoints) are not available yet"}
+
+
+@request("setDataBreakpoints", SetDataBreakpointsArguments)
+def set_data_breakpoints(session: Session, args: SetDataBreakpointsArguments) -> dict[str, Any]:
+    return {"breakpoints": [
+        Breakpoint(verified=False, message="data breakpoints are not available yet",
+                   reason="failed").dump() for _ in args.breakpoints]}
+
+
+HANDLERS = {
+    "setFunctionBreakpoints": set_function_breakpoints,
+    "setInstructionBreakpoints": set_instruction_breakpoints,
+}

@@ -1,0 +1,57 @@
+"""evaluate (watch, hover, debug console) in the safe expression language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dap_whpx.expressions import ExpressionError, evaluate, format_value
+from dap_whpx.handlers.common import engine_of, hex_address, vcpu_of
+from dap_whpx.protocol.messages import EvaluateArguments
+from dap_whpx.session import DapError, Session, capability, request
+from whpx_core.debug.vm_memory import GuestMemoryError
+from whpx_core.platform.registers import Reg
+
+_REGISTERS = {reg.name.lower(): reg for reg in Reg}
+
+
+class _Context:
+    def __init__(self, session: Session, vcpu: int) -> None:
+        self._engine = engine_of(session)
+        self._symbols = session.state["symbols"]
+        self._vcpu = vcpu
+
+    def register(self, name: str) -> int | None:
+        reg = _REGISTERS.get(name)
+        if reg is None:
+            return None
+        value = self._engine.get_registers(self._vcpu, [reg])[0]
+        return value if isinstance(value, int) else value.selector if hasattr(
+            value, "selector") else None
+
+    def symbol(self, name: str) -> int | None:
+        return self._symbols.address_of(name)
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        try:
+            return self._engine.read_memory(address, size, self._vcpu)
+        except GuestMemoryError as error:
+            raise ExpressionError(str(error)) from None
+
+
+def evaluate_int(session: Session, text: str, vcpu: int) -> int:
+    try:
+        return evaluate(text, _Context(session, vcpu))
+    except ExpressionError as error:
+        raise DapError(str(error)) from None
+
+
+@capability(supportsEvaluateForHovers=True)
+@request("evaluate", EvaluateArguments)
+def evaluate_request(session: Session, args: EvaluateArguments) -> dict[str, Any]:
+    engine = engine_of(session)
+    vcpu = vcpu_of(session, args.frameId) if args.frameId is not None else 0
+    if engine.running:
+        raise DapError("the program is running; pause it to evaluate")
+    value = evaluate_int(session, args.expression, vcpu)
+    return {"result": format_value(value), "type": "u64", "variablesReference": 0,
+            "memoryReference": hex_address(value & (1 << 64) - 1)}

@@ -1,0 +1,131 @@
+"""initialize, launch, configurationDone, disconnect, terminate, restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dap_whpx.protocol.messages import (
+    DisconnectArguments,
+    InitializeArguments,
+    LaunchArguments,
+)
+from dap_whpx.session import DapError, Session, capabilities, capability, request
+from whpx_core.debug.launch import launch as launch_engine
+from whpx_core.machine.elf_loader import ElfError, load_elf
+from whpx_core.machine.vm import MachineError
+from whpx_core.platform.base import PlatformError, PlatformUnavailable
+from whpx_core.platform.choice import choose
+from whpx_core.symbols.elf_symbols import SymbolTable
+
+
+@request("initialize", InitializeArguments)
+def initialize(session: Session, args: InitializeArguments) -> dict[str, Any]:
+    session.state["client"] = args
+    return capabilities()
+
+
+@capability(supportsConfigurationDoneRequest=True)
+@request("launch", LaunchArguments)
+def launch(session: Session, args: LaunchArguments) -> None:
+    if session.engine is not None:
+        raise DapError("a program is already running in this session")
+    program = Path(args.program)
+    if not program.is_absolute():
+        program = Path(args.cwd or ".") / program
+    try:
+        choice = choose(args.platform)
+        image = load_elf(program)
+        engine = launch_engine(choice.platform, image, cpus=args.cpus,
+                               memory_mib=args.memory,
+                               step_into_handlers=args.stepIntoHandlers)
+    except ElfError as error:
+        raise DapError(f"launch: 'program': {error}") from None
+    except PlatformUnavailable as error:
+        raise DapError(f"launch: 'platform': {error}") from None
+    except MachineError as error:
+        field = "cpus" if "cpus" in str(error) else "memory"
+        raise DapError(f"launch: '{field}': {error}") from None
+    except PlatformError as error:
+        raise DapError(f"launch: {error}") from None
+    session.engine = engine
+    session.state.update(launch=args, image=image, symbols=SymbolTable(image.symbols),
+                         platform=choice.platform)
+    session.start_event_pump()
+
+    def announce() -> None:
+        if choice.note:
+            session.output(f"dap-whpx: {choice.note}\n")
+        session.output(f"dap-whpx: {choice.platform.describe()}; {args.cpus} vCPU(s), "
+                       f"{args.memory} MiB; {program}\n")
+        for vcpu in range(args.cpus):
+            session.event("thread", {"reason": "started", "threadId": vcpu + 1})
+        session.event("initialized")
+
+    session.after_response(announce)
+    return None
+
+
+@request("configurationDone")
+def configuration_done(session: Session, args: Any) -> None:
+    engine = session.engine
+    if engine is None:
+        raise DapError("configurationDone before launch")
+    if session.state["launch"].stopOnEntry:
+        session.after_response(lambda: session.event("stopped", {
+            "reason": "entry", "threadId": 1, "allThreadsStopped": True}))
+    else:
+        session.after_response(engine.resume)
+    return None
+
+
+def _end_engine(session: Session) -> None:
+    if session.engine is not None:
+        session.stop_event_pump()
+        session.engine.close()
+        session.engine = None
+
+
+@capability(supportTerminateDebuggee=True)
+@request("disconnect", DisconnectArguments)
+def disconnect(session: Session, args: DisconnectArguments) -> None:
+    _end_engine(session)
+    session.ended = True
+    return None
+
+
+@capability(supportsTerminateRequest=True)
+@request("terminate")
+def terminate(session: Session, args: Any) -> None:
+    engine = session.engine
+    if engine is None:
+        return None
+    exit_code = engine.ended.exit_code if engine.ended else 0
+    _end_engine(session)
+
+    def announce() -> None:
+        session.event("exited", {"exitCode": exit_code})
+        session.event("terminated")
+
+    session.after_response(announce)
+    return None
+
+
+@capability(supportsRestartRequest=True)
+@request("restart")
+def restart(session: Session, args: Any) -> None:
+    launch_args = session.state.get("launch")
+    if launch_args is None:
+        raise DapError("restart before launch")
+    if isinstance(args, dict) and isinstance(args.get("arguments"), dict):
+        launch_args = LaunchArguments.model_validate(args["arguments"])
+    breakpoints = session.state.get("breakpoint_requests", {})
+    _end_engine(session)
+    session.handles.clear()
+    launch(session, launch_args)
+    from dap_whpx.handlers.breakpoints import replay
+
+    replay(session, breakpoints)
+    session.after_response(lambda: None if launch_args.stopOnEntry else
+                           (session.engine.resume() if session.engine else None))
+    return None

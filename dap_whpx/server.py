@@ -1,0 +1,151 @@
+"""The transport: DAP over stdio (default) or TCP, on anyio.
+
+Bytes from the client go through the sans-IO decoder; each message is handled on a
+worker thread, one at a time, in order. Everything the session sends (responses, and
+events from the engine's thread) is handed back to the event loop and written in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from dap_whpx import __version__
+from dap_whpx.protocol.framing import FrameDecoder, ProtocolError, encode
+from dap_whpx.session import Session
+
+log = logging.getLogger("dap_whpx")
+
+Receive = Callable[[], Awaitable[bytes]]  # b"" at end of input
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class ProtocolLog:
+    """--log FILE: every message in and out, one JSON line each."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file = path.open("a", encoding="utf-8") if path else None
+        self._lock = threading.Lock()
+
+    def record(self, direction: str, message: Any) -> None:
+        if self._file is None:
+            return
+        if isinstance(message, ProtocolError):
+            message = {"protocolError": message.message}
+        with self._lock:
+            self._file.write(json.dumps({"dir": direction, "msg": message}) + "\n")
+            self._file.flush()
+
+
+async def run_session(receive: Receive, write: Write, protocol_log: ProtocolLog) -> None:
+    send_stream, receive_stream = anyio.create_memory_object_stream[bytes](1024)
+    token = anyio.lowlevel.current_token()
+
+    def send(message: dict[str, Any]) -> None:  # called on worker threads only
+        protocol_log.record("out", message)
+        anyio.from_thread.run_sync(send_stream.send_nowait, encode(message), token=token)
+
+    session = Session(send)
+    decoder = FrameDecoder()
+
+    async def writer() -> None:
+        async with receive_stream:
+            async for data in receive_stream:
+                await write(data)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(writer)
+        try:
+            while not session.ended:
+                chunk = await receive()
+                if not chunk:
+                    break
+                decoder.feed(chunk)
+                for item in decoder.items():
+                    protocol_log.record("in", item)
+                    await anyio.to_thread.run_sync(session.handle, item)
+                    if session.ended:
+                        break
+        finally:
+            # End of input or disconnect: the VM goes away with the session.
+            await anyio.to_thread.run_sync(_close_engine, session)
+            send_stream.close()
+
+
+def _close_engine(session: Session) -> None:
+    with session.lock:
+        session.stop_event_pump()
+        if session.engine is not None:
+            session.engine.close()
+            session.engine = None
+
+
+async def serve_stdio(protocol_log: ProtocolLog) -> None:
+    stdin = anyio.wrap_file(sys.stdin.buffer)
+    stdout = anyio.wrap_file(sys.stdout.buffer)
+
+    async def receive() -> bytes:
+        return await stdin.read1(65536)
+
+    async def write(data: bytes) -> None:
+        await stdout.write(data)
+        await stdout.flush()
+
+    await run_session(receive, write, protocol_log)
+
+
+async def serve_tcp(host: str, port: int, protocol_log: ProtocolLog,
+                    ready: Callable[[int], None] | None = None) -> None:
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    actual = listener.extra(anyio.abc.SocketAttribute.local_port)
+    print(f"dap-whpx: listening on {host}:{actual}", file=sys.stderr, flush=True)
+    if ready is not None:
+        ready(actual)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            async def receive() -> bytes:
+                try:
+                    return await stream.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return b""
+
+            await run_session(receive, stream.send, protocol_log)
+
+    await listener.serve(handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dap-whpx",
+        description="Debug Adapter Protocol server for x86-64 guests on WHPX, KVM or "
+                    "an emulated platform. Speaks DAP on stdio unless --port is given.")
+    parser.add_argument("--port", type=int, help="listen for DAP clients on this TCP port")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on with --port (default 127.0.0.1, loopback)")
+    parser.add_argument("--log", type=Path, help="append a protocol log (JSON lines) here")
+    parser.add_argument("--version", action="version", version=f"dap-whpx {__version__}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="dap-whpx: %(levelname)s: %(message)s")
+    protocol_log = ProtocolLog(args.log)
+    try:
+        if args.port is not None:
+            anyio.run(serve_tcp, args.host, args.port, protocol_log)
+        else:
+            anyio.run(serve_stdio, protocol_log)
+    except KeyboardInterrupt:
+        return 130
+    return 0
