@@ -125,15 +125,16 @@ def main() -> None:
         steps = 200 if args.quick else (2_000 if slow else 20_000)
         hits = 50 if args.quick else (300 if slow else 3_000)
         sizes = (10, 100) if args.quick else (10, 1_000, 10_000)
+        guest_iterations = 200_000 if slow else 5_000_000
         row: dict[str, object] = {
             "guest instructions/s without debugger": repeat(
-                lambda p=platform: guest_speed(p, image, 200_000 if slow else 5_000_000), runs),
-            "instruction steps/s": repeat(lambda p=platform: steps_per_second(p, image, steps),
-                                          runs),
-            "breakpoint hits/s": repeat(lambda p=platform: hits_per_second(p, image, hits, 0),
-                                        runs),
+                lambda p=platform, n=guest_iterations: guest_speed(p, image, n), runs),
+            "instruction steps/s": repeat(
+                lambda p=platform, n=steps: steps_per_second(p, image, n), runs),
+            "breakpoint hits/s": repeat(
+                lambda p=platform, n=hits: hits_per_second(p, image, n, 0), runs),
             "breakpoint hits/s with 1,000 others": repeat(
-                lambda p=platform: hits_per_second(p, image, hits, 1_000), runs),
+                lambda p=platform, n=hits: hits_per_second(p, image, n, 1_000), runs),
         }
         for count in sizes:
             costs = [breakpoint_costs(platform, image, count) for _ in range(runs)]

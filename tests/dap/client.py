@@ -6,6 +6,7 @@ sends against the official DAP JSON schema (vendored beside this file, MIT licen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -182,10 +183,8 @@ class DapClient:
     def close(self) -> None:
         process = getattr(self, "process", None)
         if process is not None:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
