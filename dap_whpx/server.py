@@ -25,6 +25,7 @@ import anyio.to_thread
 from dap_whpx import __version__
 from dap_whpx.protocol.framing import FrameDecoder, ProtocolError, encode
 from dap_whpx.session import Session
+from whpx_core.platform.choice import prepare_main_thread
 
 log = logging.getLogger("dap_whpx")
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="dap-whpx: %(levelname)s: %(message)s")
     protocol_log = ProtocolLog(args.log)
+    prepare_main_thread()
     try:
         if args.port is not None:
             anyio.run(serve_tcp, args.host, args.port, protocol_log)

@@ -29,7 +29,7 @@ GUEST_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT_DIR = GUEST_DIR / "build"  # ignored by git
 LINKER_SCRIPT = GUEST_DIR / "guest.ld"
 
-GUESTS: tuple[str, ...] = ("hello", "smp", "faults", "timer", "spin")
+GUESTS: tuple[str, ...] = ("hello", "smp", "faults", "timer", "spin", "tfprobe", "selfdebug")
 
 # Linked into every C guest.
 RUNTIME_SOURCES: tuple[str, ...] = ("start.S", "traps.S", "rt.c")

@@ -197,3 +197,13 @@ def test_exception_without_any_idt_is_a_triple_fault_shutdown(guest):
 
     guest.load(assemble("ud2"))
     assert isinstance(guest.vcpu().run(), ShutdownExit)
+
+
+def test_host_writes_over_translated_code_take_effect(guest):
+    """Platforms that cache translated code (Unicorn) must drop it on a host write."""
+    guest.load(assemble("mov $1, %eax; out %eax, $0x80; cli; hlt"))
+    run_to_halt(guest)
+    guest.partition.write_memory(CODE + 1, b"\x02")  # the immediate of the mov
+    guest.vcpu().set(Reg.RIP, CODE)
+    run_to_halt(guest)
+    assert [w[3] for w in guest.io.writes] == [1, 2]

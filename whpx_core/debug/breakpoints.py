@@ -119,8 +119,13 @@ class BreakpointTable:
                 self._pending.add(address)
                 if port is not None:
                     self._try_restore(entry, port)
+            elif port is not None and entry.gpa is not None and entry.original is not None:
+                # Memory already holds the original byte, but code translated while it was
+                # planted may still hold the INT1: a real write invalidates it.
+                port.write_byte(entry.gpa, entry.original)
+                self._delete(entry)
             else:
-                self._delete(entry)  # not in memory while disarmed
+                self._delete(entry)
 
     def _delete(self, entry: LowLevelBreakpoint) -> None:
         entry.state = BpState.CLEARED

@@ -182,7 +182,7 @@ class Engine:
             self._require_not_running()
             bp = self._breakpoints.pop(breakpoint_id, None)
             if bp is not None:
-                self.table.remove(bp.address, bp.id)
+                self.table.remove(bp.address, bp.id, self.memory)
 
     def breakpoints(self) -> list[Breakpoint]:
         return list(self._breakpoints.values())

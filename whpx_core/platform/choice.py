@@ -43,6 +43,18 @@ def _whp() -> Platform:
     raise PlatformUnavailable("the WHPX backend is not part of this build yet")
 
 
+def prepare_main_thread() -> None:
+    """Call once from the main thread of a program that creates VMs on other threads
+    (the DAP server does): KVM kicks vCPUs with a signal whose handler only the main
+    thread can install."""
+    if sys.platform.startswith("linux"):
+        try:
+            from whpx_core.platform.kvm.platform import install_kick_handler
+        except ImportError:
+            return
+        install_kick_handler()
+
+
 def choose(name: str) -> Choice:
     if name not in NAMES:
         raise PlatformUnavailable(

@@ -6,7 +6,9 @@ hardware is done here in software and normalised into the same exits:
 - RFLAGS.TF set by the host traps after one instruction (Unicorn models TF itself);
 - exceptions and interrupts that are not intercepted are delivered through the guest's
   IDT by `delivery.py` (Unicorn never does);
-- HLT with IF=1 waits for an interrupt inside `run()`, as WHPX does with its APIC.
+- HLT with IF=1 waits for an interrupt inside `run()`, as WHPX does with its APIC;
+- hardware breakpoints, the debugger's and the guest's own DR0-DR3/DR7, are Unicorn
+  hooks restricted to the watched addresses (debug_registers.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from unicorn import (
@@ -32,6 +34,7 @@ from unicorn import x86_const as x86
 from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
+    HwBreakpoint,
     IoHandler,
     Partition,
     Platform,
@@ -39,6 +42,16 @@ from whpx_core.platform.base import (
     Vcpu,
 )
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
+from whpx_core.platform.emulated.debug_registers import (
+    DR6_HITS,
+    SLOTS,
+    BreakpointHooks,
+    FastRegisters,
+    Hits,
+    decode_dr7,
+    validate_slots,
+    watchpoints_unavailable,
+)
 from whpx_core.platform.emulated.registers import UnicornRegisters
 from whpx_core.platform.emulated.scheduler import Baton, VirtualClock
 from whpx_core.platform.emulated.unicorn_internals import (
@@ -58,13 +71,21 @@ from whpx_core.platform.exits import (
     ShutdownExit,
     Vector,
 )
-from whpx_core.platform.paging import PageFault, PagingState, translate
-from whpx_core.platform.registers import RFLAGS_IF, RFLAGS_TF, Reg, RegValue
+from whpx_core.platform.paging import PagingState, translate
+from whpx_core.platform.registers import RFLAGS_IF, RFLAGS_RF, RFLAGS_TF, Reg, RegValue
 
 # Instructions per slice: long enough to amortise a baton hand-over, short enough that a
 # cancel or the other vCPUs are served within about a millisecond.
 SLICE_INSTRUCTIONS = 50_000
 MAX_VCPUS = 64
+
+# Read in one batch before every slice (FastRegisters): the slice's start and the DR state.
+_SLICE_STATE = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RFLAGS, x86.UC_X86_REG_DR6,
+                x86.UC_X86_REG_DR7, x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3,
+                x86.UC_X86_REG_DR0, x86.UC_X86_REG_DR1, x86.UC_X86_REG_DR2,
+                x86.UC_X86_REG_DR3)
+_GUEST_DRS = (x86.UC_X86_REG_DR7, x86.UC_X86_REG_DR0, x86.UC_X86_REG_DR1,
+              x86.UC_X86_REG_DR2, x86.UC_X86_REG_DR3)
 
 
 class EmulatedPlatform(Platform):
@@ -79,14 +100,26 @@ class EmulatedPlatform(Platform):
         return None
 
     def capabilities(self) -> Capabilities:
+        no_watch = watchpoints_unavailable()
+        notes = [
+            "software model of WHPX debug semantics on Unicorn; virtual time",
+            "hardware breakpoints: Unicorn hooks on the watched addresses; data "
+            "watchpoints match the guest-physical address the slot maps to at each slice",
+            "an execute breakpoint on a REP string instruction is reported again at each "
+            "iteration after a resume (Unicorn re-enters the instruction per iteration)",
+            "a data breakpoint the guest enables with MOV to DR7 takes effect at the next "
+            f"slice (at most {SLICE_INSTRUCTIONS} instructions later)",
+        ]
+        if no_watch:
+            notes.append(f"no data watchpoints: {no_watch}")
         return Capabilities(
             icebp_exits=True,
             single_step="tf",
-            hardware_breakpoints=0,
-            hardware_watchpoints=False,
+            hardware_breakpoints=SLOTS,
+            hardware_watchpoints=no_watch is None,
             guest_exception_delivery=True,
             max_vcpus=MAX_VCPUS,
-            notes=("software model of WHPX debug semantics on Unicorn; virtual time",),
+            notes=tuple(notes),
         )
 
     def describe(self) -> str:
@@ -142,7 +175,7 @@ class EmulatedPartition(Partition):
         buffer[offset : offset + len(data)] = data
         # Unicorn keeps translated code: without this the old instruction bytes run on.
         for vcpu in self._vcpus:
-            vcpu.uc.ctl_remove_cache(gpa, gpa + len(data))
+            vcpu.remove_cache(gpa, gpa + len(data))
 
     def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
         # Translated code is left alone on purpose (see Partition.swap_bytes).
@@ -154,6 +187,11 @@ class EmulatedPartition(Partition):
 
     def set_exception_intercepts(self, vectors: frozenset[int]) -> None:
         self.intercepts = frozenset(vectors)
+
+    def set_hardware_breakpoints(self, slots: Sequence[HwBreakpoint | None]) -> None:
+        checked = validate_slots(slots, watchpoints=watchpoints_unavailable())
+        for vcpu in self._vcpus:
+            vcpu.breakpoints.host = checked  # hooked before each vCPU's next slice
 
     def vcpu(self, index: int) -> EmulatedVcpu:
         return self._vcpus[index]
@@ -195,7 +233,15 @@ class EmulatedVcpu(Vcpu):
         self._halted = False
         self._pending_irqs: set[int] = set()
         self._pending_exception: tuple[int, int | None] | None = None
+        self._pending_guest_db = 0  # DR6 B0-B3 of a guest data #DB not delivered yet
         self._emu_thread: int | None = None
+        self._fast = FastRegisters(uc)
+        self.breakpoints = BreakpointHooks(uc, self._fast)
+        # DR6 at the start of the slice, whether TF was set then, and whether DR6's
+        # (sticky) BS was hidden so that a fresh BS tells a TF trap (see _db_cause).
+        self._dr6_before = 0
+        self._tf_at_start = False
+        self._bs_hidden = False
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x86.UC_X86_INS_IN)
@@ -225,6 +271,12 @@ class EmulatedVcpu(Vcpu):
         pa = translate(self._p.read_memory, self._paging(), va)
         return self._p.read_memory(pa, size)
 
+    def remove_cache(self, begin: int, end: int) -> None:
+        self._regs.remove_cache(begin, end)
+
+    def translate_gva(self, gva: int, read_phys: object = None) -> int | None:
+        return self._regs.translate(gva)
+
     # -- registers --------------------------------------------------------------------
     def get_registers(self, names: Iterable[Reg]) -> list[RegValue]:
         names = list(names)
@@ -237,6 +289,8 @@ class EmulatedVcpu(Vcpu):
 
     def set_registers(self, values: Mapping[Reg, RegValue]) -> None:
         self._regs.write(dict(values))
+        if Reg.RIP in values:
+            self._halted = False  # moving RIP takes the vCPU out of HLT, as on KVM
 
     # -- control --------------------------------------------------------------------
     def cancel(self) -> None:
@@ -285,9 +339,13 @@ class EmulatedVcpu(Vcpu):
             while True:
                 if self._cancel:
                     self._cancel = False
-                    return CanceledExit(self.uc.reg_read(x86.UC_X86_REG_RIP))
+                    return CanceledExit(self._regs.read_u64(x86.UC_X86_REG_RIP))
                 if self._pending_exception is not None:
                     exit_ = self._deliver_injected()
+                    if exit_ is not None:
+                        return exit_
+                if self._pending_guest_db:
+                    exit_ = self._deliver_guest_db(self._pending_guest_db)
                     if exit_ is not None:
                         return exit_
                 if self._halted:
@@ -313,8 +371,8 @@ class EmulatedVcpu(Vcpu):
                 baton.cond.notify_all()
 
     def _wait_for_interrupt(self) -> Exit | None:
-        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
-        if not self.uc.reg_read(x86.UC_X86_REG_RFLAGS) & RFLAGS_IF:
+        rip = self._regs.read_u64(x86.UC_X86_REG_RIP)
+        if not self._regs.read_u64(x86.UC_X86_REG_RFLAGS) & RFLAGS_IF:
             return HaltExit(rip)
         baton, clock = self._p.baton, self._p.clock
         with baton.cond:
@@ -334,20 +392,20 @@ class EmulatedVcpu(Vcpu):
     def _deliver_interrupt(self) -> Exit | None:
         if not self._pending_irqs or self._stepping:
             return None  # a step holds interrupts off, like the seed's interrupt shadow
-        rflags = self.uc.reg_read(x86.UC_X86_REG_RFLAGS)
+        rflags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
         if not rflags & RFLAGS_IF or self._internals.interrupt_shadow:
             return None
         with self._p.baton.cond:
             vector = max(self._pending_irqs)  # the APIC serves the highest vector first
             self._pending_irqs.discard(vector)
-        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        rip = self._regs.read_u64(x86.UC_X86_REG_RIP)
         return self._deliver(Event(vector, rip))
 
     def _deliver_injected(self) -> Exit | None:
         assert self._pending_exception is not None
         vector, error_code = self._pending_exception
         self._pending_exception = None
-        rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        rip = self._regs.read_u64(x86.UC_X86_REG_RIP)
         return self._deliver(Event(vector, rip, error_code))
 
     def _cpu_view(self) -> CpuView:
@@ -355,7 +413,7 @@ class EmulatedVcpu(Vcpu):
                        self._p.write_memory)
 
     def _deliver(self, event: Event) -> Exit | None:
-        rflags = self.uc.reg_read(x86.UC_X86_REG_RFLAGS)
+        rflags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
         image = rflags if self._guest_tf or not self._stepping else rflags & ~RFLAGS_TF
         try:
             deliver(self._cpu_view(), event, pushed_rflags=image)
@@ -365,26 +423,34 @@ class EmulatedVcpu(Vcpu):
         return None
 
     def _instruction_bytes(self, rip: int, size: int = 16) -> bytes:
+        """Up to `size` bytes at `rip`, fewer where the next page is not mapped."""
         out = b""
         while len(out) < size:
+            va = rip + len(out)
+            gpa = self._regs.translate(va)
+            if gpa is None:
+                break
+            chunk = min(size - len(out), 0x1000 - (va & 0xFFF))
             try:
-                out += self._read_linear(rip + len(out), 1)
-            except (PageFault, PlatformError):
+                out += self._p.read_memory(gpa, chunk)
+            except PlatformError:
                 break
         return out
 
     def _run_slice(self) -> Exit | None:
         uc, clock = self.uc, self._p.clock
-        rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        rip, rflags, dr6, dr7, cr0, cr3, *dr = self._fast.read(_SLICE_STATE)
         count = SLICE_INSTRUCTIONS
         deadline = clock.next_deadline()
         if deadline is not None:
             count = max(1, min(count, deadline - clock.now_ns()))
         if self._stepping:
             count = 1
-            rflags = uc.reg_read(x86.UC_X86_REG_RFLAGS)
             self._guest_tf = bool(rflags & RFLAGS_TF)
-            uc.reg_write(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
+            self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
+        self.breakpoints.prepare(rip, dr, dr7, (cr0, cr3), self._regs.translate,
+                                 retranslate=not self._stepping)
+        self._hide_bs(dr6, self._stepping or bool(rflags & RFLAGS_TF))
         self._event = None
         self._internals.clear_halted()
         self._emu_thread = threading.get_ident()
@@ -399,27 +465,152 @@ class EmulatedVcpu(Vcpu):
         finally:
             self._emu_thread = None
             if self._stepping and not self._guest_tf:
-                flags = uc.reg_read(x86.UC_X86_REG_RFLAGS)
-                uc.reg_write(x86.UC_X86_REG_RFLAGS, flags & ~RFLAGS_TF)
-        event = self._event
-        halted = self._internals.halted and event is None
+                flags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
+                self._regs.write_u64(x86.UC_X86_REG_RFLAGS, flags & ~RFLAGS_TF)
+        return self._after_slice(rip, count)
+
+    def _after_slice(self, rip: int, count: int) -> Exit | None:
+        clock, event, hits = self._p.clock, self._event, self.breakpoints.hits
+        stopped = event is not None or hits.any
+        halted = self._internals.halted and not stopped
         if halted:
             self._halted = True
-        clock.advance(count if event is None and not halted else 1)
+        clock.advance(count if not stopped and not halted else 1)
         clock.fire_due()
         if event is not None:
             self._internals.clear_exception_in_flight()
+        if hits.resumed_at is not None and not hits.execute and \
+                (event is None or self._rip() != hits.resumed_at):
+            # The instruction RF let through has completed: RF goes, as on the CPU.
+            rflags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
+            self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags & ~RFLAGS_RF)
+        if hits.execute:
+            return self._on_execute_hit(hits)
+        if hits.data:
+            return self._on_data_hit(hits, event, rip)
+        if event is not None:
             return self._on_event(event, rip)
+        self._settle_dr6()
         if self._stepping:
             # A one-instruction slice that ended without a #DB: HLT, or an instruction
             # Unicorn finished without trapping. The step is done either way.
-            return ExceptionExit(Vector.DB, uc.reg_read(x86.UC_X86_REG_RIP),
-                                 debug_status=DR6_BS)
+            return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_BS)
         return None
+
+    def _rip(self) -> int:
+        return self._regs.read_u64(x86.UC_X86_REG_RIP)
+
+    # -- DR6 bookkeeping ----------------------------------------------------------------
+    def _hide_bs(self, dr6: int, tf_at_start: bool) -> None:
+        """Before a slice that starts with TF set: DR6.BS is sticky, so hide it to see
+        whether this slice's #DB set it (a trap) or not (a DR breakpoint). Not in other
+        slices: the guest may read DR6 in them (its #DB handler does)."""
+        self._dr6_before = dr6
+        self._tf_at_start = tf_at_start
+        self._bs_hidden = tf_at_start and bool(dr6 & DR6_BS)
+        if self._bs_hidden:
+            self._regs.write_u64(x86.UC_X86_REG_DR6, dr6 & ~DR6_BS)
+
+    def _settle_dr6(self) -> None:
+        """Nothing set DR6 for the guest in this slice: put back a BS hidden before it."""
+        if self._bs_hidden and self._regs.read_u64(x86.UC_X86_REG_DR6) == \
+                self._dr6_before & ~DR6_BS:
+            self._regs.write_u64(x86.UC_X86_REG_DR6, self._dr6_before)
+        self._bs_hidden = False
+
+    def _restore_dr6(self) -> None:
+        """Undo what Unicorn wrote to DR6 for a #DB the guest never sees (the host's
+        step, a stale breakpoint)."""
+        self._regs.write_u64(x86.UC_X86_REG_DR6, self._dr6_before)
+        self._bs_hidden = False
+
+    def _db_cause(self, rip: int) -> tuple[str, int]:
+        """Why Unicorn raised #DB, and DR6 as it left it: "tf" (a single-step trap; Unicorn
+        sets BS), "dr" (a DR7 execute breakpoint of the guest's at RIP; Unicorn sets Bn) or
+        "stale" (a breakpoint Unicorn kept after the host rewrote DR7)."""
+        dr6 = self._regs.read_u64(x86.UC_X86_REG_DR6)
+        if self._tf_at_start and dr6 & DR6_BS:
+            return "tf", dr6  # BS was clear when the slice began (hidden if need be)
+        if self._guest_execute_slot_at(rip, dr6):
+            return "dr", dr6
+        # TF set by the guest inside the slice (POPF, IRETQ): BS may be stale, but then
+        # the guest has not cleared it and sees it either way.
+        return ("tf" if dr6 & DR6_BS else "stale"), dr6
+
+    # -- hardware breakpoints -----------------------------------------------------------
+    def _on_execute_hit(self, hits: Hits) -> Exit | None:
+        rip = self._rip()  # the instruction, not executed (a fault-class #DB)
+        if hits.host_exec:
+            self._settle_dr6()
+            self.breakpoints.reported_at = rip  # RF: resuming runs it once unchecked
+            return ExceptionExit(Vector.DB, rip, debug_status=hits.host_exec)
+        return self._deliver_guest_db(hits.guest_exec)
+
+    def _on_data_hit(self, hits: Hits, event: _Event | None, slice_start: int) -> Exit | None:
+        """A data slot was accessed; the vCPU stopped after the accessing instruction,
+        unless that instruction faulted or trapped (`event`)."""
+        rip = self._rip()
+        trapped = event is not None and self._is_hardware_db(event) and \
+            self._db_cause(rip)[0] == "tf"
+        if event is not None and not trapped:
+            if rip == hits.access_rip:  # the accessing instruction faulted: no trap
+                return self._on_event(event, slice_start)
+            self._restore_dr6()  # the next instruction's event: it recurs on resume
+        elif trapped and self._stepping:
+            self._restore_dr6()  # the host's step primitive leaves no trace
+        elif not trapped:
+            self._settle_dr6()
+        # One #DB reports every condition of the instruction: BS for a TF trap with it.
+        bs = DR6_BS if trapped else 0
+        if hits.host_data:
+            self._pending_guest_db |= hits.guest_data
+            return ExceptionExit(Vector.DB, rip, debug_status=hits.host_data | bs)
+        return self._deliver_guest_db(hits.guest_data | (0 if self._stepping else bs))
+
+    def _is_hardware_db(self, event: _Event) -> bool:
+        return event.kind == "intr" and event.vector == Vector.DB and \
+            not self._internals.exception_is_int
+
+    def _deliver_guest_db(self, bits: int) -> Exit | None:
+        """The guest's own DR breakpoint: its #DB, with DR6.Bn, through its IDT. Always the
+        guest's, whatever is intercepted: only the debugger's slots exit to the host."""
+        self._pending_guest_db = 0
+        self._bs_hidden = False
+        dr6 = self._regs.read_u64(x86.UC_X86_REG_DR6)
+        self._regs.write_u64(x86.UC_X86_REG_DR6, dr6 & ~DR6_HITS | bits)
+        return self._after_delivery(Event(Vector.DB, self._rip()))
+
+    def _on_debug_exception(self, rip: int) -> Exit | None:
+        """A #DB raised by Unicorn itself: a TF trap, or a DR7 execute breakpoint the
+        guest armed with MOV to DR7 (Unicorn implements those)."""
+        cause, dr6 = self._db_cause(rip)
+        if cause == "tf":
+            if self._stepping:
+                self._restore_dr6()  # the host's step primitive leaves no trace
+                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
+            if Vector.DB in self._p.intercepts:
+                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
+            return self._after_delivery(Event(Vector.DB, rip))
+        if cause == "dr":
+            self._regs.write_u64(x86.UC_X86_REG_DR6, dr6 | self._dr6_before & DR6_BS)
+            self._bs_hidden = False
+            return self._after_delivery(Event(Vector.DB, rip))
+        # Unicorn keeps breakpoints the guest armed even after the host rewrote DR7: pass
+        # over this one (RF suppresses it for the next block) and carry on.
+        self._restore_dr6()
+        rflags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
+        self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_RF)
+        return None
+
+    def _guest_execute_slot_at(self, rip: int, dr6: int) -> bool:
+        dr7, *dr = self._fast.read(_GUEST_DRS)
+        slots = decode_dr7(dr, dr7)
+        return any(bp is not None and bp.kind == "execute" and bp.address == rip
+                   and dr6 >> n & 1 for n, bp in enumerate(slots))
 
     def _on_event(self, event: _Event, slice_start: int) -> Exit | None:
         uc = self.uc
-        rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        rip = self._regs.read_u64(x86.UC_X86_REG_RIP)
         intercepts = self._p.intercepts
         if event.kind == "invalid":
             code = self._instruction_bytes(rip)
@@ -427,7 +618,7 @@ class EmulatedVcpu(Vcpu):
                 exit_ = ExceptionExit(Vector.DB, rip, instruction_bytes=code)
                 if Vector.DB in intercepts:
                     return exit_
-                uc.reg_write(x86.UC_X86_REG_RIP, rip + 1)
+                self._regs.write_u64(x86.UC_X86_REG_RIP, rip + 1)
                 return self._after_delivery(Event(Vector.DB, rip + 1))
             if Vector.UD in intercepts:
                 return ExceptionExit(Vector.UD, rip, instruction_bytes=code)
@@ -436,11 +627,8 @@ class EmulatedVcpu(Vcpu):
         vector = event.vector
         software = self._internals.exception_is_int
         if vector == Vector.DB and not software:
-            if self._stepping:
-                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
-            if Vector.DB in intercepts:
-                return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
-            return self._after_delivery(Event(Vector.DB, rip))
+            return self._on_debug_exception(rip)
+        self._settle_dr6()
         error_code = None
         if vector in ERROR_CODE_VECTORS and not software:
             error_code = self._internals.error_code
@@ -449,7 +637,7 @@ class EmulatedVcpu(Vcpu):
             length = 1 if self._instruction_bytes(rip - 1, 1) == b"\xcc" and vector == 3 else 2
             start = rip - length
             if vector in intercepts and not self._stepping:
-                uc.reg_write(x86.UC_X86_REG_RIP, start)
+                self._regs.write_u64(x86.UC_X86_REG_RIP, start)
                 return ExceptionExit(vector, start, None, self._instruction_bytes(start))
             return self._after_delivery(Event(vector, rip, None, software=True))
         if vector in intercepts:
@@ -461,6 +649,6 @@ class EmulatedVcpu(Vcpu):
         exit_ = self._deliver(event)
         if exit_ is None and self._stepping:
             # The step ends where the event took the vCPU: the handler's first instruction.
-            return ExceptionExit(Vector.DB, self.uc.reg_read(x86.UC_X86_REG_RIP),
+            return ExceptionExit(Vector.DB, self._regs.read_u64(x86.UC_X86_REG_RIP),
                                  debug_status=DR6_BS)
         return exit_

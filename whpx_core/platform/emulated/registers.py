@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from unicorn import Uc
 from unicorn import x86_const as x86
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
 from unicorn.unicorn_py3.unicorn import uclib
 
 from whpx_core.platform.delivery import segment_from_descriptor
@@ -16,8 +17,8 @@ from whpx_core.platform.registers import INTERRUPT_SHADOW, Reg, RegValue, Segmen
 
 EFER_MSR = 0xC0000080
 _PROT_READ = 1
-# UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2 arguments), from unicorn.h.
-_CTL_REMOVE_CACHE = 11 | 2 << 26 | 1 << 30
+# UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2 arguments), encoded as the binding does.
+_CTL_REMOVE_CACHE = UC_CTL_TB_REMOVE_CACHE | 2 << 26 | UC_CTL_IO_WRITE << 30
 uclib.uc_vmem_translate.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                                     ctypes.POINTER(ctypes.c_uint64)]
 uclib.uc_vmem_translate.restype = ctypes.c_int

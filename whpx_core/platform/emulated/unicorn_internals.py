@@ -170,78 +170,88 @@ def calibrate() -> Offsets:
 
 
 def _calibrate(uc: Uc, readable: list[tuple[int, int]]) -> Offsets:
+    """Each field must show the predicted behaviour on two independent engines: a stray
+    heap word near the CPU state can mimic a probe once, not on both."""
     cpu_pointer, env_in_cpu = _find_env(uc, readable)
-    env = _env_of(uc, cpu_pointer, env_in_cpu)
+    other, _ = _probe_engine()
+    try:
+        found = _field_candidates(uc, _env_of(uc, cpu_pointer, env_in_cpu))
+        again = _field_candidates(other, _env_of(other, cpu_pointer, env_in_cpu))
+    finally:
+        release(other)
+    chosen = {name: _single_match(sorted(set(found[name]) & set(again[name])), name)
+              for name in found}
+    return Offsets(cpu_pointer, env_in_cpu, chosen["hflags"], chosen["error_code"],
+                   chosen["exception_is_int"], chosen["old_exception"], chosen["halted"])
+
+
+def _field_candidates(uc: Uc, env: int) -> dict[str, list[int]]:
     window = 0x8000
 
-    def snapshot() -> bytes:
-        return ctypes.string_at(env, window)
+    def snapshot() -> tuple[int, ...]:
+        return ints(ctypes.string_at(env, window))
 
     def ints(blob: bytes) -> tuple[int, ...]:
         return struct.unpack(f"<{len(blob) // 4}i", blob)
 
-    # Error code and old_exception: #GP(selector) from loading a selector past the GDT
-    # limit, twice with different selectors, so a field must follow both to qualify. The
-    # selectors have RPL 3, which the error code drops: copies of AX do not qualify.
-    fresh = ints(snapshot())
+    def clear(offsets: list[int]) -> None:
+        for offset in offsets:
+            ctypes.c_int32.from_address(env + offset).value = -1
+
+    # old_exception and error_code: #GP(selector) from loading a selector past the GDT
+    # limit, twice with different selectors. The selectors have RPL 3, which the error
+    # code drops, so copies of AX do not qualify.
+    fresh = snapshot()
     _run(uc, bytes.fromhex("66b83712" "8ed8"), 10)  # mov ax,0x1237; mov ds,ax
-    gp = ints(snapshot())
-    old_exception = _single_match(
-        [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1], "old_exception")
-    # Once cleared, a second contributory fault must stay #GP instead of becoming #DF.
-    ctypes.c_int32.from_address(env + old_exception).value = -1
-    vectors: list[int] = []
-    hook = uc.hook_add(UC_HOOK_INTR, lambda uc, intno, data: vectors.append(intno))
+    gp = snapshot()
+    old_exception = [i * 4 for i, v in enumerate(gp) if v == 13 and fresh[i] == -1]
+    clear(old_exception)  # so the second fault stays #GP instead of becoming #DF
     _run(uc, bytes.fromhex("66b86b24" "8ed8"), 10)  # mov ax,0x246b; mov ds,ax
-    uc.hook_del(hook)
-    gp2 = ints(snapshot())
-    if vectors != [13]:
-        raise CalibrationError(f"old_exception reset did not hold: vectors {vectors}")
-    error_code = _single_match(
-        [i * 4 for i, (a, b) in enumerate(zip(gp, gp2, strict=True))
-         if a == 0x1234 and b == 0x2468],  # the selector with RPL cleared: not a copy of AX
-        "error_code",
-    )
-    ctypes.c_int32.from_address(env + old_exception).value = -1
+    gp2 = snapshot()
+    old_exception = [o for o in old_exception if gp2[o // 4] == 13]
+    error_code = [i * 4 for i, (a, b) in enumerate(zip(gp, gp2, strict=True))
+                  if a == 0x1234 and b == 0x2468]
+    clear(old_exception)
 
-    # exception_is_int: 1 after INT n / INT3, 0 after a fault.
-    _run(uc, bytes.fromhex("cd30"), 5)
-    after_int = ints(snapshot())
-    ctypes.c_int32.from_address(env + old_exception).value = -1
-    _run(uc, bytes.fromhex("31c9f7f1"), 5)  # xor ecx,ecx; div ecx: #DE
-    after_fault = ints(snapshot())
-    ctypes.c_int32.from_address(env + old_exception).value = -1
-    is_int = _single_match(
-        [i * 4 for i, (a, b) in enumerate(zip(after_int, after_fault, strict=True))
-         if a == 1 and b == 0 and gp[i] == 0],
-        "exception_is_int",
-    )
+    # exception_is_int: 1 after INT n / INT3, 0 after a fault, twice over.
+    is_int: set[int] | None = None
+    for code in ("cd30", "cc"):
+        _run(uc, bytes.fromhex(code), 5)
+        after_int = snapshot()
+        clear(old_exception)
+        _run(uc, bytes.fromhex("31c9f7f1"), 5)  # xor ecx,ecx; div ecx: #DE
+        after_fault = snapshot()
+        clear(old_exception)
+        hits = {i * 4 for i, (a, b) in enumerate(zip(after_int, after_fault, strict=True))
+                if a == 1 and b == 0 and gp[i] == 0}
+        is_int = hits if is_int is None else is_int & hits
 
-    # hflags: STI sets the interrupt shadow for exactly one instruction (probed twice).
-    def shadow_flips() -> list[int]:
+    # hflags: STI sets the interrupt shadow for exactly one instruction.
+    shadow: set[int] | None = None
+    for _ in range(2):
         _run(uc, bytes.fromhex("fb"), 1)
-        after_sti = ints(snapshot())
+        after_sti = snapshot()
         _run(uc, bytes.fromhex("90"), 1)
-        after_nop = ints(snapshot())
-        return [i * 4 for i, (a, b) in enumerate(zip(after_sti, after_nop, strict=True))
-                if a ^ b == HF_INHIBIT_IRQ and a & HF_INHIBIT_IRQ]
-
-    hflags = _single_match(sorted(set(shadow_flips()) & set(shadow_flips())), "hflags")
+        after_nop = snapshot()
+        hits = {i * 4 for i, (a, b) in enumerate(zip(after_sti, after_nop, strict=True))
+                if a ^ b == HF_INHIBIT_IRQ and a & HF_INHIBIT_IRQ}
+        shadow = hits if shadow is None else shadow & hits
 
     # halted lives in CPUState, before the env: HLT sets it, a plain slice end does not.
     before = env - window
-
-    def halted_flips() -> list[int]:
+    halted: set[int] | None = None
+    for _ in range(2):
         _run(uc, bytes.fromhex("90f4"), 2)
         halted_blob = ints(ctypes.string_at(before, window))
         _run(uc, bytes.fromhex("9090"), 2)
         running_blob = ints(ctypes.string_at(before, window))
-        return [k * 4 - window
+        hits = {k * 4 - window
                 for k, (a, b) in enumerate(zip(halted_blob, running_blob, strict=True))
-                if a == 1 and b == 0]
-
-    halted = _single_match(sorted(set(halted_flips()) & set(halted_flips())), "halted")
-    return Offsets(cpu_pointer, env_in_cpu, hflags, error_code, is_int, old_exception, halted)
+                if a == 1 and b == 0}
+        halted = hits if halted is None else halted & hits
+    return {"old_exception": old_exception, "error_code": error_code,
+            "exception_is_int": sorted(is_int or ()), "hflags": sorted(shadow or ()),
+            "halted": sorted(halted or ())}
 
 
 class CpuInternals:

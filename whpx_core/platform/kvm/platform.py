@@ -15,18 +15,21 @@ from __future__ import annotations
 import mmap
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
+    HwBreakpoint,
     IoHandler,
     Partition,
     Platform,
     PlatformError,
     PlatformUnavailable,
 )
+from whpx_core.platform.emulated.debug_registers import NO_SLOTS, validate_slots
 from whpx_core.platform.exits import Vector
 from whpx_core.platform.kvm import bindings as kb
 from whpx_core.platform.kvm.bindings import ffi
@@ -149,6 +152,7 @@ class KvmPartition(Partition):
         self.vcpu_count = vcpu_count
         self.clock = MonotonicClock()
         self.intercepts: frozenset[int] = frozenset()
+        self.hw_slots: tuple[HwBreakpoint | None, ...] = NO_SLOTS  # the debugger's DR0-3
         self.io_handler: IoHandler | None = None
         self.closed = False
         self._ram: list[_Ram] = []
@@ -237,6 +241,24 @@ class KvmPartition(Partition):
         for vcpu in self._vcpus:
             vcpu._apply_guest_debug()
 
+    def set_hardware_breakpoints(self, slots: Sequence[HwBreakpoint | None]) -> None:
+        """Through KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3] and [7]). While any slot
+        is set the guest's own breakpoints do not fire (see vcpu.py)."""
+        if not any(bp is not None for bp in slots):
+            checked = NO_SLOTS
+        else:
+            caps = _measured_capabilities()
+            why = None if caps.hardware_watchpoints else _NO_WATCHPOINTS
+            checked = validate_slots(slots, watchpoints=why)
+            used = max(n for n, bp in enumerate(checked) if bp is not None)
+            if used >= caps.hardware_breakpoints:
+                raise PlatformError(
+                    f"slot {used}: only {caps.hardware_breakpoints} hardware breakpoint "
+                    f"slots fire on this host (measured)")
+        self.hw_slots = checked
+        for vcpu in self._vcpus:
+            vcpu._apply_guest_debug()
+
     def vcpu(self, index: int) -> KvmVcpu:
         return self._vcpus[index]
 
@@ -259,6 +281,19 @@ class KvmPartition(Partition):
         for ram in self._ram:
             ffi.release(ram.pointer)  # the caller may close its buffer now
         self._ram.clear()
+
+
+_NO_WATCHPOINTS = (
+    "data watchpoints never fire under this KVM (measured: a write watchpoint in "
+    "KVM_SET_GUEST_DEBUG debugreg[] did not trap; kvm_pvm emulates CPL0 code without them)"
+)
+
+
+def _measured_capabilities() -> Capabilities:
+    """The capabilities measured once per process (a throw-away partition, a few ms)."""
+    if KvmPlatform._capabilities is not None:
+        return KvmPlatform._capabilities
+    return KvmPlatform().capabilities()
 
 
 def _cpuid_for(supported: CData, index: int) -> CData:

@@ -3,6 +3,16 @@
 The run loop is the one place that turns `kvm_run` into WHv-shaped exits. Port and MMIO
 accesses are answered inside it; kvm_pvm's emulation failures on INT1 / INT3 / INT n at
 CPL0 are normalised here (see `_on_emulation_failure`).
+
+Hardware breakpoints: KVM has one set of DR0-DR3/DR7 per vCPU in guest debug
+(KVM_SET_GUEST_DEBUG with USE_HW_BP), and while it is in use the guest's own debug
+registers are not loaded. So the debugger's slots (`Partition.set_hardware_breakpoints`)
+win: while any is set, the guest keeps its DR values (reads and writes work) but its
+breakpoints do not fire. With no debugger slot and #DB intercepted, the guest's own
+DR0-DR3/DR7 are mirrored into guest debug and their hits exit to the host (as WHv
+reports an intercepted #DB); with neither, the guest's breakpoints are the guest's
+(measured on kvm_pvm: an execute breakpoint reaches the guest's IDT with DR6.Bn; a data
+breakpoint never fires).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from whpx_core.platform.base import PlatformError, Vcpu
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
+from whpx_core.platform.emulated.debug_registers import encode_dr7
 from whpx_core.platform.exits import (
     DR6_BS,
     DR6_FIXED,
@@ -62,6 +73,13 @@ class KvmVcpu(Vcpu):
         self._cancel = False
         self._irqs: set[int] = set()
         self._single_step = False
+        # RF, done here: kvm_pvm re-hits an execute breakpoint on resume even with
+        # RFLAGS.RF, so resuming from the address a hit was reported at (`_rf_at`) first
+        # steps one instruction with the slots there disarmed (`_rf_mask`).
+        self._rf_at: int | None = None
+        self._rf_mask = 0  # DR7 enable bits left out while stepping over a breakpoint
+        self._resume_step = False  # that step is in progress
+        self._armed: tuple[int, ...] = ()  # the debugreg[] last given to KVM
         self._needs_completion = False  # an I/O answer KVM applies on the next KVM_RUN
         self._code_pages: dict[tuple[int, int], int] = {}  # (cr3, page) -> gpa, see _at_iretq
 
@@ -125,25 +143,71 @@ class KvmVcpu(Vcpu):
         self._single_step = enabled
         self._apply_guest_debug()
 
-    def _apply_guest_debug(self) -> None:
-        """KVM_SET_GUEST_DEBUG from the step flag, the intercepts and DR0-3/DR7.
+    @property
+    def _stepping(self) -> bool:
+        """The step primitive is armed: the caller's single step, or our resume step."""
+        return self._single_step or self._resume_step
 
-        With #DB intercepted, KVM takes DR0-3/DR7 from KVM_SET_GUEST_DEBUG rather than
-        the guest's own (USE_HW_BP), so the guest's debug registers are mirrored there:
-        breakpoints set through `set_registers(DR7...)` work as they do on WHv.
-        """
-        intercepts = self._p.intercepts
+    def _apply_guest_debug(self) -> None:
+        """KVM_SET_GUEST_DEBUG from the step flags, the intercepts and the breakpoints."""
         control = 0
-        debugreg: tuple[int, ...] = ()
-        if self._single_step:
+        debugreg = self._debugreg()
+        if self._stepping:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_SINGLESTEP
-        if Vector.DB in intercepts:
+        if debugreg:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_HW_BP
-            d = self._fd.get_debugregs()
-            debugreg = (d.db[0], d.db[1], d.db[2], d.db[3], 0, 0, d.dr6, d.dr7)
-        if Vector.BP in intercepts:
+        if Vector.BP in self._p.intercepts:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_SW_BP
+        self._armed = debugreg
         self._fd.set_guest_debug(control, debugreg)
+
+    def _debugreg(self) -> tuple[int, ...]:
+        """DR0-3/DR7 for guest debug: the debugger's slots when it has any (they win).
+        Otherwise, with #DB intercepted, the guest's own, mirrored: KVM then takes the
+        breakpoints from guest debug rather than from the guest (USE_HW_BP), and
+        breakpoints set through `set_registers(DR7...)` exit as they do on WHv."""
+        slots = self._p.hw_slots
+        if any(bp is not None for bp in slots):
+            addresses = [0 if bp is None else bp.address for bp in slots]
+            return (*addresses, 0, 0, 0, encode_dr7(slots) & ~self._rf_mask)
+        if Vector.DB in self._p.intercepts:
+            d = self._fd.get_debugregs()
+            return (d.db[0], d.db[1], d.db[2], d.db[3], 0, 0, d.dr6, d.dr7 & ~self._rf_mask)
+        return ()
+
+    def _execute_slots_at(self, pc: int, dr6: int = 0xF) -> int:
+        """DR7 enable bits of the armed execute breakpoints at `pc` (whose DR6 bit is in
+        `dr6`)."""
+        if not self._armed:
+            return 0
+        dr7, bits = self._armed[7], 0
+        for n in range(4):
+            enabled = dr7 >> 2 * n & 3
+            execute = not dr7 >> 16 + 4 * n & 3
+            if enabled and execute and self._armed[n] == pc and dr6 >> n & 1:
+                bits |= 3 << 2 * n
+        return bits
+
+    def _begin_resume_step(self) -> None:
+        """Resuming at the instruction an execute breakpoint was reported at: run it once
+        unchecked, as RFLAGS.RF would, by stepping it with those slots disarmed."""
+        at, self._rf_at = self._rf_at, None
+        if at is None or self._resume_step or self._rip() != at:
+            return
+        mask = self._execute_slots_at(at)
+        if mask:
+            self._rf_mask, self._resume_step = mask, True
+            self._apply_guest_debug()
+
+    def _end_resume_step(self, exit_: Exit | None) -> Exit | None:
+        """Re-arm after the resume step; its own step exit is not the caller's."""
+        if not self._resume_step or exit_ is None:
+            return exit_
+        self._rf_mask, self._resume_step = 0, False
+        self._apply_guest_debug()
+        if not self._single_step and isinstance(exit_, ExceptionExit) and exit_.is_single_step:
+            return None  # stepped over: carry on running
+        return exit_
 
     # -- events -----------------------------------------------------------------------
     def request_interrupt(self, vector: int) -> None:
@@ -218,12 +282,14 @@ class KvmVcpu(Vcpu):
                     self._enter()
                 return CanceledExit(self._rip())
             run.immediate_exit = 0
+            self._begin_resume_step()
             vector = self._pick_interrupt()
-        if not self._single_step:
+        if not self._stepping:
             self._code_pages.clear()
-        stepping_iretq = self._single_step and self._p.is_pvm and self._at_iretq()
+        stepping_iretq = self._stepping and self._p.is_pvm and self._at_iretq()
         if stepping_iretq and step_iretq(self._cpu_view()):
-            return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
+            exit_ = ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
+            return self._end_resume_step(exit_)
         if vector is not None:
             try:
                 self._fd.interrupt(vector)
@@ -232,7 +298,7 @@ class KvmVcpu(Vcpu):
                     self._irqs.add(vector)  # one already queued in KVM: retry next entry
         if not self._enter():
             return None  # kicked: a cancel or an interrupt request, handled above
-        return self._dispatch()
+        return self._end_resume_step(self._dispatch())
 
     def _enter(self) -> bool:
         self._needs_completion = False
@@ -245,7 +311,7 @@ class KvmVcpu(Vcpu):
         one now; otherwise ask KVM to exit when it can (KVM_EXIT_IRQ_WINDOW_OPEN)."""
         run = self._run
         run.request_interrupt_window = 0
-        if not self._irqs or self._single_step:
+        if not self._irqs or self._stepping:
             return None  # a step holds interrupts off, as the emulated platform does
         if not (run.ready_for_interrupt_injection and run.if_flag):
             run.request_interrupt_window = 1
@@ -287,7 +353,7 @@ class KvmVcpu(Vcpu):
         instruction runs too), so the completion runs with immediate_exit and, when it
         comes back EINTR, the step exit is made here with the DR6 kvm_pvm reports.
         """
-        if not self._single_step:
+        if not self._stepping:
             return None
         self._run.immediate_exit = 1
         entered = self._enter()
@@ -355,6 +421,8 @@ class KvmVcpu(Vcpu):
                 # Neither a step nor a DRn hit: an intercepted INT1 (hardware KVM reports
                 # it with pc at the 0xF1 byte). Give the bytes so `is_icebp` holds.
                 insn = self._instruction_bytes(pc)
+            elif not dr6 & DR6_BS and self._execute_slots_at(pc, dr6):
+                self._rf_at = pc  # an execute breakpoint: RF for the next resume
             return ExceptionExit(Vector.DB, pc, debug_status=dr6, instruction_bytes=insn)
         return ExceptionExit(vector, pc, instruction_bytes=self._instruction_bytes(pc))
 
@@ -406,7 +474,7 @@ class KvmVcpu(Vcpu):
             deliver(self._cpu_view(), Event(vector, rip + length, software=True))
         except TripleFault:
             return ShutdownExit(rip, f"triple fault delivering INT {vector:#x}")
-        if self._single_step:
+        if self._stepping:
             return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
         return None
 
