@@ -210,7 +210,6 @@ def test_stepping_does_not_set_dr6_bs(engines, platform, guests, request):
     """The step primitive's #DB is the debugger's: DR6.BS must not show up in the DR6
     the guest reads (probe_dr6 clears DR6, the debugger steps a nop, the guest reads
     DR6)."""
-    xfail_on(request, platform, "emulated", EMULATED_DR6_LEAK)
     image = load_elf(guests["tfprobe"])
     engine = start(engines, platform, image)
     engine.add_breakpoint(image.symbols["probe_dr6"])
@@ -330,7 +329,7 @@ TF_BLOCK = (("self_tf_start", 0), ("self_tf_or", 0), ("self_tf_set", 0), ("self_
             ("self_tf_end", 5))
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_OWED_DB)
+
 @pytest.mark.parametrize("into", [False, True], ids=["over", "into"])
 def test_selfdebug_debugger_steps_through_the_guests_own_tf_stepping(
         engines, platform, guests, into):

@@ -34,7 +34,9 @@ from whpx_core.debug.events import (
 from whpx_core.debug.vm_memory import GuestMemoryError, VmMemory
 from whpx_core.machine.vm import Machine, RunResult
 from whpx_core.platform.base import Vcpu
+from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.exits import (
+    DR6_BS,
     CanceledExit,
     ExceptionExit,
     Exit,
@@ -43,7 +45,7 @@ from whpx_core.platform.exits import (
     ShutdownExit,
     Vector,
 )
-from whpx_core.platform.registers import Reg, RegValue
+from whpx_core.platform.registers import RFLAGS_TF, Reg, RegValue
 
 # Internal steps allowed while stepping over an exception handler before giving up and
 # stopping inside it (a handler that never returns, e.g. a panic loop).
@@ -386,17 +388,47 @@ class Engine:
         t.rip_after_step, new_rsp, new_rflags = vcpu.get_registers(
             [Reg.RIP, Reg.RSP, Reg.RFLAGS])
         assert isinstance(new_rsp, int) and isinstance(new_rflags, int)
-        fixed = stepping.after_step(before, new_rsp, new_rflags, self._read, self._write)
+        frame = stepping.entered_handler(before, new_rsp, self._read)
+        if frame is None:
+            fixed = stepping.after_step(before, new_rsp, new_rflags, self._read, self._write)
+        else:
+            # The step delivered an event: the handler runs with TF clear, and the TF in
+            # the frame is the guest's own if it was stepping itself, else ours.
+            fixed = new_rflags & ~RFLAGS_TF
+            if not before.tf_at_start:
+                stepping.clear_tf_in_frame(frame, self._read, self._write)
         if fixed != new_rflags:
             vcpu.set(Reg.RFLAGS, fixed)
-        frame = stepping.entered_handler(before, new_rsp, self._read)
-        if frame is not None:
-            stepping.clear_tf_in_frame(frame, self._read, self._write)
-        if before.tf_at_start and before.decoded.kind is not stepping.StepClass.SOFTWARE_INTERRUPT:
-            vcpu.inject_exception(Vector.DB)  # the guest's own single-step trap
+        if frame is None and before.tf_at_start and \
+                before.decoded.kind is not stepping.StepClass.SOFTWARE_INTERRUPT:
+            # The guest's own single-step trap is due now. Deliver it inside this step:
+            # left pending across a reported stop, the next step would take its delivery
+            # for the instruction at RIP.
+            frame = self._deliver_guest_single_step(t)
+            if frame is None:
+                return Stopped(StopReason.EXCEPTION, t.index, self._rip(t),
+                               description="triple fault delivering the guest's #DB")
+            t.rip_after_step = None  # RIP is now the handler's
         if frame is None or not over_handlers:
             return KEEP
+        t.rip_after_step = None
         return self._step_out_of_handler(t, frame)
+
+    def _deliver_guest_single_step(self, t: _VcpuThread) -> stepping.HandlerFrame | None:
+        """Deliver the #DB owed to a guest that set TF itself through its IDT, in software
+        (platform/delivery.py), DR6.BS set as the CPU does: the vCPU is then on the
+        handler's first instruction."""
+        vcpu = t.vcpu
+        rip, dr6 = vcpu.get_registers([Reg.RIP, Reg.DR6])
+        assert isinstance(rip, int) and isinstance(dr6, int)
+        vcpu.set(Reg.DR6, dr6 | DR6_BS)
+        view = CpuView(vcpu.get_registers, vcpu.set_registers,
+                       self.partition.read_memory, self.partition.write_memory)
+        try:
+            deliver(view, Event(Vector.DB, rip))
+        except TripleFault:
+            return None
+        return stepping.HandlerFrame(rip_slot=vcpu.get_int(Reg.RSP), return_rip=rip)
 
     def _step_out_of_handler(self, t: _VcpuThread, frame: stepping.HandlerFrame) -> Action:
         """Step (inside the engine) until the IRETQ that pops `frame` has executed."""
@@ -441,6 +473,13 @@ class Engine:
                     return self._breakpoint_stop(t, rip, entry.owners)
                 # The guest's own INT1: deliver the trap it asked for.
                 t.vcpu.set(Reg.RIP, rip + 1)
+                t.vcpu.inject_exception(Vector.DB)
+                return KEEP
+            case ExceptionExit(vector=Vector.DB) if exit_.debug_status & 0xF:
+                # The guest's own DR0-3 breakpoint (the engine sets none): its #DB, with
+                # the DR6 bits the CPU would have set.
+                dr6 = t.vcpu.get_int(Reg.DR6)
+                t.vcpu.set(Reg.DR6, dr6 | (exit_.debug_status & 0xF))
                 t.vcpu.inject_exception(Vector.DB)
                 return KEEP
             case ExceptionExit(vector=Vector.DB) if exit_.is_single_step and not stepping:

@@ -450,7 +450,10 @@ class EmulatedVcpu(Vcpu):
             self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
         self.breakpoints.prepare(rip, dr, dr7, (cr0, cr3), self._regs.translate,
                                  retranslate=not self._stepping)
-        self._hide_bs(dr6, self._stepping or bool(rflags & RFLAGS_TF))
+        # Hide a sticky BS only to tell the guest's own TF trap from a DR hit; under the
+        # host's step the trap is ours, and hiding BS would show the guest a DR6 it never
+        # wrote if the stepped instruction reads DR6 (its #DB handler does).
+        self._hide_bs(dr6, bool(rflags & RFLAGS_TF) and not self._stepping)
         self._event = None
         self._internals.clear_halted()
         self._emu_thread = threading.get_ident()

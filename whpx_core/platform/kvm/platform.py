@@ -242,8 +242,8 @@ class KvmPartition(Partition):
             vcpu._apply_guest_debug()
 
     def set_hardware_breakpoints(self, slots: Sequence[HwBreakpoint | None]) -> None:
-        """Through KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3] and [7]). While any slot
-        is set the guest's own breakpoints do not fire (see vcpu.py)."""
+        """Through KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3] and [7]); what becomes of
+        the guest's own breakpoints meanwhile is in vcpu.py's docstring."""
         if not any(bp is not None for bp in slots):
             checked = NO_SLOTS
         else:
@@ -284,8 +284,8 @@ class KvmPartition(Partition):
 
 
 _NO_WATCHPOINTS = (
-    "data watchpoints never fire under this KVM (measured: a write watchpoint in "
-    "KVM_SET_GUEST_DEBUG debugreg[] did not trap; kvm_pvm emulates CPL0 code without them)"
+    "data watchpoints never fire under this KVM (measured at startup: a write watchpoint "
+    "in KVM_SET_GUEST_DEBUG debugreg[] did not trap)"
 )
 
 

@@ -4,15 +4,17 @@ The run loop is the one place that turns `kvm_run` into WHv-shaped exits. Port a
 accesses are answered inside it; kvm_pvm's emulation failures on INT1 / INT3 / INT n at
 CPL0 are normalised here (see `_on_emulation_failure`).
 
-Hardware breakpoints: KVM has one set of DR0-DR3/DR7 per vCPU in guest debug
-(KVM_SET_GUEST_DEBUG with USE_HW_BP), and while it is in use the guest's own debug
-registers are not loaded. So the debugger's slots (`Partition.set_hardware_breakpoints`)
-win: while any is set, the guest keeps its DR values (reads and writes work) but its
-breakpoints do not fire. With no debugger slot and #DB intercepted, the guest's own
-DR0-DR3/DR7 are mirrored into guest debug and their hits exit to the host (as WHv
-reports an intercepted #DB); with neither, the guest's breakpoints are the guest's
-(measured on kvm_pvm: an execute breakpoint reaches the guest's IDT with DR6.Bn; a data
-breakpoint never fires).
+Hardware breakpoints: the debugger's slots (`Partition.set_hardware_breakpoints`) go to
+KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3], [7]) and win over everything else there.
+What happens to the guest's own DR0-DR3/DR7:
+- debugger slots set: kvm_pvm still fires the guest's own execute breakpoints into the
+  guest's IDT with DR6.Bn (measured); hardware KVM loads only guest debug's DRs while
+  USE_HW_BP is on, so the guest's do not fire (kernel source, not run here);
+- no debugger slot, #DB intercepted: the guest's DRs are mirrored into guest debug and
+  their hits exit to the host as #DB with DR6.Bn (as WHv reports an intercepted #DB);
+- neither: they are the guest's (kvm_pvm: execute breakpoints reach its IDT with DR6.Bn
+  and honour RFLAGS.RF from its IRETQ; data breakpoints never fire, measured).
+kvm_pvm ignores RF for guest-debug breakpoints, hence the resume step (`_rf_at`).
 """
 
 from __future__ import annotations
