@@ -19,7 +19,6 @@ from dap_whpx.protocol.messages import (
     SetInstructionBreakpointsArguments,
 )
 from dap_whpx.session import DapError, Session, capability, request
-from whpx_core.debug.engine import EngineError
 
 _ids = itertools.count(1)
 
@@ -174,6 +173,8 @@ def set_exception_breakpoints(session: Session,
         results.append(Breakpoint(verified=ok, message=None if ok else
                                   f"{session.state['platform'].name} cannot stop on "
                                   f"{EXCEPTION_FILTERS[name][1]}").dump())
+    from whpx_core.debug.engine import EngineError
+
     try:
         engine.set_exception_stops(chosen & allowed)
     except EngineError as error:

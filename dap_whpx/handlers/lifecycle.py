@@ -11,12 +11,8 @@ from dap_whpx.protocol.messages import (
     LaunchArguments,
 )
 from dap_whpx.session import DapError, Session, capabilities, capability, request
-from whpx_core.debug.launch import launch as launch_engine
-from whpx_core.machine.elf_loader import ElfError, load_elf
-from whpx_core.machine.vm import MachineError
 from whpx_core.platform.base import PlatformError, PlatformUnavailable
 from whpx_core.platform.choice import choose
-from whpx_core.symbols.elf_symbols import SymbolTable
 
 
 @request("initialize", InitializeArguments)
@@ -28,6 +24,13 @@ def initialize(session: Session, args: InitializeArguments) -> dict[str, Any]:
 @capability(supportsConfigurationDoneRequest=True)
 @request("launch", LaunchArguments)
 def launch(session: Session, args: LaunchArguments) -> None:
+    # Imported here: the engine pulls in numpy and Unicorn, which `initialize` (and so
+    # the adapter's start-up, which a client waits for) does not need.
+    from whpx_core.debug.launch import launch as launch_engine
+    from whpx_core.machine.elf_loader import ElfError, load_elf
+    from whpx_core.machine.vm import MachineError
+    from whpx_core.symbols.elf_symbols import SymbolTable
+
     if session.engine is not None:
         raise DapError("a program is already running in this session")
     program = Path(args.program)

@@ -6,8 +6,6 @@ import base64
 import binascii
 from typing import Any
 
-import capstone
-
 from dap_whpx.handlers.common import engine_of, hex_address, parse_reference
 from dap_whpx.protocol.messages import (
     DisassembleArguments,
@@ -20,7 +18,7 @@ from whpx_core.debug.vm_memory import GuestMemoryError
 from whpx_core.platform.base import PlatformError
 
 MAX_READ = 1 << 20
-_disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+_disassembler = None  # capstone, created on first use (keeps adapter start-up short)
 
 
 def read_prefix(session: Session, address: int, count: int, physical: bool) -> bytes:
@@ -80,6 +78,11 @@ def write_memory(session: Session, args: WriteMemoryArguments) -> dict[str, Any]
 
 
 def _decode(session: Session, start: int, size: int) -> list[tuple[int, bytes, str]]:
+    global _disassembler
+    if _disassembler is None:
+        import capstone
+
+        _disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     data = read_prefix(session, start, size, False)
     out = []
     for address, length, mnemonic, operands in _disassembler.disasm_lite(data, start):

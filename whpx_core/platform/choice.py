@@ -48,11 +48,16 @@ def prepare_main_thread() -> None:
     (the DAP server does): KVM kicks vCPUs with a signal whose handler only the main
     thread can install."""
     if sys.platform.startswith("linux"):
-        try:
-            from whpx_core.platform.kvm.platform import install_kick_handler
-        except ImportError:
-            return
-        install_kick_handler()
+        import signal
+
+        # Any Python-level handler makes the kick interrupt KVM_RUN; installed here
+        # without importing the KVM backend (cffi), which costs start-up time.
+        if not callable(signal.getsignal(signal.SIGUSR1)):
+            signal.signal(signal.SIGUSR1, _ignore_kick)
+
+
+def _ignore_kick(signum: int, frame: object) -> None:
+    """The KVM kick signal (SIGUSR1): only its arrival matters."""
 
 
 def choose(name: str) -> Choice:
