@@ -136,3 +136,27 @@ def test_pending_breakpoint_on_unmapped_address_stays_unverified(engines, platfo
     event = engine.wait_stop(TIMEOUT)
     assert isinstance(event, Exited) and event.exit_code == 42
     assert not engine.is_verified(bp.id)
+
+
+def test_a_removed_breakpoints_pending_hits_are_not_reported(engines, platform, guests):
+    """Hits that other vCPUs caught while the VM was stopping are reported at the next
+    resume, unless their breakpoint was removed meanwhile."""
+    if platform.capabilities().max_vcpus < 2:
+        pytest.skip("needs 2 vCPUs")
+    image = load_elf(guests["smp"])
+    engine = start(engines, platform, image, cpus=2)
+    patch(engine, image, "smp_iterations", 100_000)
+    bp = engine.add_breakpoint(image.symbols["smp_hit"])
+    for _ in range(2000):  # until another vCPU has caught a hit while the VM stopped
+        engine.resume()
+        assert engine.wait_stop(TIMEOUT).reason is StopReason.BREAKPOINT
+        if any(t.pending is not None for t in engine._threads):
+            break
+    else:
+        pytest.fail("no simultaneous hit in 2,000 resumes: the scenario was not exercised")
+    engine.remove_breakpoint(bp.id)
+    other = engine.add_breakpoint(image.symbols["smp_hit"] + 1)
+    for _ in range(10):
+        engine.resume()
+        stop = engine.wait_stop(TIMEOUT)
+        assert isinstance(stop, Stopped) and stop.breakpoints == (other.id,), stop

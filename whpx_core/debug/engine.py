@@ -14,6 +14,7 @@ as that vCPU's pending stop and reported at the next resume, without executing a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import threading
@@ -185,6 +186,17 @@ class Engine:
             bp = self._breakpoints.pop(breakpoint_id, None)
             if bp is not None:
                 self.table.remove(bp.address, bp.id, self.memory)
+                self._forget_pending_hits(bp.id)
+
+    def _forget_pending_hits(self, breakpoint_id: int) -> None:
+        """A hit caught while the VM was stopping, of a breakpoint removed since, is not
+        reported: the vCPU never ran the instruction under it, and will run it now."""
+        for t in self._threads:
+            stop = t.pending
+            if stop is None or breakpoint_id not in stop.breakpoints:
+                continue
+            left = tuple(b for b in stop.breakpoints if b != breakpoint_id)
+            t.pending = dataclasses.replace(stop, breakpoints=left) if left else None
 
     def breakpoints(self) -> list[Breakpoint]:
         return list(self._breakpoints.values())
