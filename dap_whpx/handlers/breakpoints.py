@@ -37,17 +37,25 @@ MODES = [
     BreakpointMode(mode="software", label="Software",
                    description="INT1 written into guest memory while the VM runs",
                    appliesTo=["source", "instruction"]).dump(),
+    BreakpointMode(mode="hardware", label="Hardware",
+                   description="a debug register (DR0-DR3): four at most, nothing "
+                               "written to guest memory",
+                   appliesTo=["instruction", "data"]).dump(),
 ]
+
+Wanted = tuple[int | None, str | None] | tuple[int | None, str | None, tuple[str, int]]
 
 
 def _owners(session: Session) -> dict[int, tuple[int, str]]:
     return session.state.setdefault("engine_to_dap", {})
 
 
-def _replace(session: Session, kind: str, wanted: list[tuple[int | None, str | None]],
+def _replace(session: Session, kind: str, wanted: list[Wanted],
              extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Remove this kind's previous breakpoints, add the new ones (address or a reason
-    why not), and describe them for the response."""
+    why not, and a (kind, size) for a hardware one), and describe them."""
+    from whpx_core.debug.engine import EngineError
+
     engine = engine_of(session)
     owners = _owners(session)
     for engine_id, (_, owner_kind) in list(owners.items()):
@@ -55,14 +63,20 @@ def _replace(session: Session, kind: str, wanted: list[tuple[int | None, str | N
             engine.remove_breakpoint(engine_id)
             del owners[engine_id]
     out = []
-    for index, (address, problem) in enumerate(wanted):
+    for index, (address, problem, *hardware) in enumerate(wanted):
         dap_id = next(_ids)
         info = dict(extra[index]) if extra else {}
+        if address is not None and hardware:
+            try:
+                bp = engine.add_hardware_breakpoint(address, *hardware[0])
+            except EngineError as error:
+                address, problem = None, str(error)
         if address is None:
             out.append(Breakpoint(id=dap_id, verified=False, message=problem,
                                   reason="failed", **info).dump())
             continue
-        bp = engine.add_breakpoint(address)
+        if not hardware:
+            bp = engine.add_breakpoint(address)
         owners[bp.id] = (dap_id, kind)
         verified = engine.is_verified(bp.id) or _mapped(engine, address)
         out.append(Breakpoint(id=dap_id, verified=verified,
@@ -139,7 +153,7 @@ def set_function_breakpoints(session: Session,
 def set_instruction_breakpoints(session: Session,
                                 args: SetInstructionBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setInstructionBreakpoints", args)
-    wanted: list[tuple[int | None, str | None]] = []
+    wanted: list[Wanted] = []
     for bp in args.breakpoints:
         try:
             address, physical = parse_reference(session, bp.instructionReference)
@@ -148,6 +162,8 @@ def set_instruction_breakpoints(session: Session,
             continue
         if physical:
             wanted.append((None, "instruction breakpoints take guest-virtual addresses"))
+        elif bp.mode == "hardware":
+            wanted.append((address + bp.offset, None, ("execute", 1)))
         else:
             wanted.append((address + bp.offset, None))
     return {"breakpoints": _replace(session, "instruction", wanted)}
@@ -182,21 +198,46 @@ def set_exception_breakpoints(session: Session,
     return {"breakpoints": results}
 
 
-@capability(supportsDataBreakpoints=True)
+@capability(supportsDataBreakpoints=True, supportsDataBreakpointBytes=True)
 @request("dataBreakpointInfo", DataBreakpointInfoArguments)
 def data_breakpoint_info(session: Session, args: DataBreakpointInfoArguments) -> dict[str, Any]:
-    return {"dataId": None,
-            "description": "data breakpoints (hardware watchpoints) are not available yet"}
+    """A data breakpoint on an address (`asAddress`) or on what an expression names."""
+    from dap_whpx.handlers.evaluate import evaluate_int
+
+    engine = engine_of(session)
+    if not engine.partition_capabilities.hardware_watchpoints:
+        return {"dataId": None, "description": f"{session.state['platform'].name}: "
+                "hardware watchpoints do not fire on this platform (measured)"}
+    size = args.bytes or 8
+    if size not in (1, 2, 4, 8):
+        return {"dataId": None, "description": "watch 1, 2, 4 or 8 bytes (x86 DR7)"}
+    if args.asAddress:
+        address, _ = parse_reference(session, args.name)
+    else:
+        address = evaluate_int(session, args.name, 0)
+    return {"dataId": f"{address:#x}/{size}", "description": f"{size} bytes at {address:#x}",
+            "accessTypes": ["write", "readWrite"], "canPersist": False}
 
 
 @request("setDataBreakpoints", SetDataBreakpointsArguments)
 def set_data_breakpoints(session: Session, args: SetDataBreakpointsArguments) -> dict[str, Any]:
-    return {"breakpoints": [
-        Breakpoint(verified=False, message="data breakpoints are not available yet",
-                   reason="failed").dump() for _ in args.breakpoints]}
+    _remember(session, "setDataBreakpoints", args)
+    wanted: list[Wanted] = []
+    for bp in args.breakpoints:
+        address_text, _, size_text = bp.dataId.partition("/")
+        try:
+            address, size = int(address_text, 0), int(size_text or "8")
+        except ValueError:
+            wanted.append((None, f"'{bp.dataId}' is not a dataId from dataBreakpointInfo"))
+            continue
+        # x86 debug registers watch writes or reads-and-writes; a read watch is both.
+        kind = "write" if bp.accessType in (None, "write") else "readwrite"
+        wanted.append((address, None, (kind, size)))
+    return {"breakpoints": _replace(session, "data", wanted)}
 
 
 HANDLERS = {
     "setFunctionBreakpoints": set_function_breakpoints,
     "setInstructionBreakpoints": set_instruction_breakpoints,
+    "setDataBreakpoints": set_data_breakpoints,
 }

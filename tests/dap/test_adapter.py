@@ -228,3 +228,45 @@ def test_over_tcp_on_loopback(guests):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_hardware_instruction_breakpoint_and_data_breakpoint(clients, platform, guests):
+    image = load_elf(guests["smp"])
+    client = spawn(clients)
+    capabilities = client.start(guests["smp"], stopOnEntry=True, platform=platform.name)
+    assert {m["mode"] for m in capabilities["breakpointModes"]} == {"software", "hardware"}
+    patch(client, image, "smp_iterations", 3)
+    client.request("setFunctionBreakpoints", {"breakpoints": [{"name": "guest_main"}]})
+    client.request("configurationDone")
+    client.wait_event("stopped")
+    client.request("continue", {"threadId": 1})
+    client.wait_event("stopped", TIMEOUT)  # at guest_main: .bss is clear
+    client.request("setFunctionBreakpoints", {"breakpoints": []})
+    info = client.request("dataBreakpointInfo", {
+        "name": hex(image.symbols["smp_shared"]), "asAddress": True, "bytes": 8})["body"]
+    if not platform.capabilities().hardware_watchpoints:
+        assert info["dataId"] is None and "do not fire" in info["description"]
+    else:
+        bp = client.request("setDataBreakpoints", {"breakpoints": [
+            {"dataId": info["dataId"], "accessType": "write"}]})["body"]["breakpoints"][0]
+        assert bp["verified"]
+        client.request("continue", {"threadId": 1})
+        body = client.wait_event("stopped", TIMEOUT)["body"]
+        assert body["reason"] == "data breakpoint" and body["hitBreakpointIds"] == [bp["id"]]
+        written = client.request("readMemory", {
+            "memoryReference": hex(image.symbols["smp_shared"]), "count": 8})["body"]
+        assert int.from_bytes(base64.b64decode(written["data"]), "little") == 1
+        client.request("setDataBreakpoints", {"breakpoints": []})
+    hw = client.request("setInstructionBreakpoints", {"breakpoints": [
+        {"instructionReference": hex(image.symbols["smp_hit"]), "mode": "hardware"}]})
+    bp = hw["body"]["breakpoints"][0]
+    assert bp["verified"], bp
+    client.request("continue", {"threadId": 1})
+    body = client.wait_event("stopped", TIMEOUT)["body"]
+    assert body["reason"] == "instruction breakpoint" and body["hitBreakpointIds"] == [bp["id"]]
+    assert stopped_rip(client, body["threadId"]) == image.symbols["smp_hit"]
+    too_many = client.request("setInstructionBreakpoints", {"breakpoints": [
+        {"instructionReference": hex(image.symbols["smp_hit"] + n), "mode": "hardware"}
+        for n in range(5)]})["body"]["breakpoints"]
+    assert [b["verified"] for b in too_many] == [True] * 4 + [False]
+    assert "slots" in too_many[4]["message"]

@@ -160,3 +160,67 @@ def test_a_removed_breakpoints_pending_hits_are_not_reported(engines, platform, 
         engine.resume()
         stop = engine.wait_stop(TIMEOUT)
         assert isinstance(stop, Stopped) and stop.breakpoints == (other.id,), stop
+
+
+def test_hardware_execute_breakpoint_hits_on_every_vcpu(engines, platform, guests):
+    if not platform.capabilities().hardware_breakpoints:
+        pytest.skip(f"{platform.name} has no hardware breakpoints")
+    cpus = min(2, platform.capabilities().max_vcpus)
+    image = load_elf(guests["smp"])
+    engine = start(engines, platform, image, cpus=cpus)
+    patch(engine, image, "smp_iterations", 20)
+    bp = engine.add_hardware_breakpoint(image.symbols["smp_hit"])
+    assert engine.is_verified(bp.id)
+    hits = [0] * cpus
+    while True:
+        engine.resume()
+        event = engine.wait_stop(TIMEOUT)
+        if isinstance(event, Exited):
+            break
+        assert event.breakpoints == (bp.id,) and event.rip == image.symbols["smp_hit"]
+        hits[event.vcpu] += 1
+    assert event.exit_code == 0 and hits == [20] * cpus
+
+
+def test_hardware_write_watchpoint_stops_after_the_write(engines, platform, guests):
+    capabilities = platform.capabilities()
+    if not capabilities.hardware_watchpoints:
+        pytest.skip(f"{platform.name}: data watchpoints do not fire here (measured)")
+    image = load_elf(guests["smp"])
+    engine = start(engines, platform, image)
+    patch(engine, image, "smp_iterations", 5)
+    shared = image.symbols["smp_shared"]
+    start_bp = engine.add_breakpoint(image.symbols["guest_main"])  # after .bss is cleared
+    engine.resume()
+    assert engine.wait_stop(TIMEOUT).breakpoints == (start_bp.id,)
+    engine.remove_breakpoint(start_bp.id)
+    bp = engine.add_hardware_breakpoint(shared, "write", 8)
+    values = []
+    for _ in range(5):
+        engine.resume()
+        stop = engine.wait_stop(TIMEOUT)
+        assert isinstance(stop, Stopped) and stop.breakpoints == (bp.id,), stop
+        values.append(int.from_bytes(engine.read_memory(shared, 8), "little"))
+    assert values == [1, 2, 3, 4, 5]  # each stop is right after that write
+    engine.remove_breakpoint(bp.id)
+    engine.resume()
+    assert engine.wait_stop(TIMEOUT).exit_code == 0
+
+
+def test_hardware_slots_are_limited_and_validated(engines, platform, guests):
+    from whpx_core.debug.engine import EngineError
+
+    slots = platform.capabilities().hardware_breakpoints
+    if not slots:
+        pytest.skip(f"{platform.name} has no hardware breakpoints")
+    image = load_elf(guests["hello"])
+    engine = start(engines, platform, image)
+    for n in range(slots):
+        engine.add_hardware_breakpoint(image.symbols["say_hello"] + n)
+    with pytest.raises(EngineError, match=f"all {slots} hardware breakpoint slots"):
+        engine.add_hardware_breakpoint(image.symbols["guest_main"])
+    engine.remove_breakpoint(engine.breakpoints()[0].id)
+    if platform.capabilities().hardware_watchpoints:
+        with pytest.raises(EngineError):
+            engine.add_hardware_breakpoint(image.symbols["say_hello"] + 1, "write", 4)
+    engine.add_hardware_breakpoint(image.symbols["guest_main"])  # the freed slot

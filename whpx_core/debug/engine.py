@@ -34,7 +34,7 @@ from whpx_core.debug.events import (
 )
 from whpx_core.debug.vm_memory import GuestMemoryError, VmMemory
 from whpx_core.machine.vm import Machine, RunResult
-from whpx_core.platform.base import Vcpu
+from whpx_core.platform.base import HwBreakpoint, PlatformError, Vcpu
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.exits import (
     DR6_BS,
@@ -120,6 +120,8 @@ class Engine:
         self._exited_reported = False
         self._closing = False
         self._exception_stops: frozenset[int] = frozenset()
+        slots = self.partition_capabilities.hardware_breakpoints
+        self._hw_slots: list[tuple[Breakpoint, HwBreakpoint] | None] = [None] * slots
         self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
         machine.add_end_listener(self._on_machine_end)
         for t in self._threads:
@@ -180,9 +182,50 @@ class Engine:
             self.table.add(address, bp.id)
             return bp
 
+    def add_hardware_breakpoint(self, address: int, kind: str = "execute",
+                                size: int = 1) -> Breakpoint:
+        """A debug-register breakpoint: `kind` "execute", "write" or "readwrite", `size`
+        1/2/4/8 bytes, aligned. Raises EngineError when the platform has no free slot or
+        refuses the kind or size, with the platform's reason."""
+        with self._cond:
+            self._require_not_running()
+            if not self._hw_slots:
+                raise EngineError("this platform has no hardware breakpoints")
+            if kind != "execute" and not self.partition_capabilities.hardware_watchpoints:
+                raise EngineError("this platform's hardware watchpoints do not fire "
+                                  "(measured); use a software breakpoint instead")
+            free = next((n for n, s in enumerate(self._hw_slots) if s is None), None)
+            if free is None:
+                raise EngineError(f"all {len(self._hw_slots)} hardware breakpoint slots "
+                                  f"are in use")
+            bp = Breakpoint(next(self._ids), address, verified=True)
+            slots = list(self._hw_slots)
+            slots[free] = (bp, HwBreakpoint(address, kind, size))
+            try:  # the platform validates (alignment, size); no vCPU runs now
+                self.partition.set_hardware_breakpoints([s and s[1] for s in slots])
+            except PlatformError as error:
+                self.partition.set_hardware_breakpoints(
+                    [s and s[1] for s in self._hw_slots])
+                raise EngineError(str(error)) from None
+            self._hw_slots = slots
+            self._breakpoints[bp.id] = bp
+            return bp
+
+    def _remove_hardware(self, breakpoint_id: int) -> bool:
+        for n, slot in enumerate(self._hw_slots):
+            if slot is not None and slot[0].id == breakpoint_id:
+                self._hw_slots[n] = None
+                self.partition.set_hardware_breakpoints([s and s[1] for s in self._hw_slots])
+                del self._breakpoints[breakpoint_id]
+                self._forget_pending_hits(breakpoint_id)
+                return True
+        return False
+
     def remove_breakpoint(self, breakpoint_id: int) -> None:
         with self._cond:
             self._require_not_running()
+            if self._remove_hardware(breakpoint_id):
+                return
             bp = self._breakpoints.pop(breakpoint_id, None)
             if bp is not None:
                 self.table.remove(bp.address, bp.id, self.memory)
@@ -205,6 +248,8 @@ class Engine:
         bp = self._breakpoints.get(breakpoint_id)
         if bp is None:
             return False
+        if any(s is not None and s[0].id == breakpoint_id for s in self._hw_slots):
+            return True
         entry = self.table.get(bp.address)
         return entry is not None and entry.gpa is not None
 
@@ -346,7 +391,7 @@ class Engine:
 
     def _arm(self) -> None:
         vectors = set(self._exception_stops)
-        if len(self.table):
+        if len(self.table) or any(self._hw_slots):
             vectors.add(Vector.DB)
         self.partition.set_exception_intercepts(frozenset(vectors))  # no vCPU runs now
         for t in self._threads:
@@ -487,9 +532,12 @@ class Engine:
                 t.vcpu.set(Reg.RIP, rip + 1)
                 t.vcpu.inject_exception(Vector.DB)
                 return KEEP
+            case ExceptionExit(vector=Vector.DB) if self._hw_hits(exit_.debug_status):
+                ids = tuple(self._hw_slots[n][0].id for n in self._hw_hits(exit_.debug_status))
+                return Stopped(StopReason.BREAKPOINT, t.index, exit_.rip, ids)
             case ExceptionExit(vector=Vector.DB) if exit_.debug_status & 0xF:
-                # The guest's own DR0-3 breakpoint (the engine sets none): its #DB, with
-                # the DR6 bits the CPU would have set.
+                # The guest's own DR0-3 breakpoint (not one of the engine's slots): its
+                # #DB, with the DR6 bits the CPU would have set.
                 dr6 = t.vcpu.get_int(Reg.DR6)
                 t.vcpu.set(Reg.DR6, dr6 | (exit_.debug_status & 0xF))
                 t.vcpu.inject_exception(Vector.DB)
@@ -514,6 +562,11 @@ class Engine:
             case InternalErrorExit(rip=rip, message=message):
                 return Stopped(StopReason.EXCEPTION, t.index, rip, description=message)
         raise AssertionError(f"unclassified exit {exit_!r}")
+
+    def _hw_hits(self, debug_status: int) -> list[int]:
+        """The engine's own slots among the DR6 B0-B3 bits of a #DB."""
+        return [n for n, slot in enumerate(self._hw_slots)
+                if slot is not None and debug_status >> n & 1]
 
     # -- the vCPU threads -------------------------------------------------------------------
     def _thread_main(self, t: _VcpuThread) -> None:
