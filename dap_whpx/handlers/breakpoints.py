@@ -195,6 +195,7 @@ def set_exception_breakpoints(session: Session,
         engine.set_exception_stops(chosen & allowed)
     except EngineError as error:
         raise DapError(str(error)) from None
+    session.state["exception_filters"] = chosen & allowed
     return {"breakpoints": results}
 
 

@@ -24,6 +24,31 @@ def initialize(session: Session, args: InitializeArguments) -> dict[str, Any]:
 @capability(supportsConfigurationDoneRequest=True)
 @request("launch", LaunchArguments)
 def launch(session: Session, args: LaunchArguments) -> None:
+    if session.engine is not None:
+        raise DapError("a program is already running in this session")
+    program = _resolve(args)
+    client = session.state.get("client")
+    progress = client is not None and client.supportsProgressReporting
+    if progress:
+        session.event("progressStart", {"progressId": "launch", "title": "Starting the VM",
+                                        "message": f"loading {program.name}"})
+    try:
+        _start_vm(session, args, program, configure=True)
+    finally:
+        if progress:
+            session.event("progressEnd", {"progressId": "launch"})
+    return None
+
+
+def _resolve(args: LaunchArguments) -> Path:
+    program = Path(args.program)
+    return program if program.is_absolute() else Path(args.cwd or ".") / program
+
+
+def _start_vm(session: Session, args: LaunchArguments, program: Path,
+              configure: bool) -> None:
+    """Create the VM and its engine. `configure`: a new session, so the client is told
+    to send its configuration (`initialized`); a restart keeps the configuration."""
     # Imported here: the engine pulls in numpy and Unicorn, which `initialize` (and so
     # the adapter's start-up, which a client waits for) does not need.
     from whpx_core.debug.launch import launch as launch_engine
@@ -31,11 +56,6 @@ def launch(session: Session, args: LaunchArguments) -> None:
     from whpx_core.machine.vm import MachineError
     from whpx_core.symbols.elf_symbols import SymbolTable
 
-    if session.engine is not None:
-        raise DapError("a program is already running in this session")
-    program = Path(args.program)
-    if not program.is_absolute():
-        program = Path(args.cwd or ".") / program
     try:
         choice = choose(args.platform)
         image = load_elf(program)
@@ -63,10 +83,10 @@ def launch(session: Session, args: LaunchArguments) -> None:
                        f"{args.memory} MiB; {program}\n")
         for vcpu in range(args.cpus):
             session.event("thread", {"reason": "started", "threadId": vcpu + 1})
-        session.event("initialized")
+        if configure:
+            session.event("initialized")
 
     session.after_response(announce)
-    return None
 
 
 @request("configurationDone")
@@ -123,12 +143,23 @@ def restart(session: Session, args: Any) -> None:
     if isinstance(args, dict) and isinstance(args.get("arguments"), dict):
         launch_args = LaunchArguments.model_validate(args["arguments"])
     breakpoints = session.state.get("breakpoint_requests", {})
+    exception_filters = session.state.get("exception_filters")
     _end_engine(session)
     session.handles.clear()
-    launch(session, launch_args)
+    _start_vm(session, launch_args, _resolve(launch_args), configure=False)
     from dap_whpx.handlers.breakpoints import replay
 
-    replay(session, breakpoints)
-    session.after_response(lambda: None if launch_args.stopOnEntry else
-                           (session.engine.resume() if session.engine else None))
+    replay(session, breakpoints)  # the same breakpoints, on the new VM
+    if exception_filters is not None:
+        session.engine.set_exception_stops(exception_filters)
+    engine = session.engine
+
+    def go() -> None:
+        if launch_args.stopOnEntry:
+            session.event("stopped", {"reason": "entry", "threadId": 1,
+                                      "allThreadsStopped": True})
+        else:
+            engine.resume()
+
+    session.after_response(go)
     return None

@@ -44,6 +44,7 @@ class InitializeArguments(Arguments):
     columnsStartAt1: bool = True
     supportsMemoryReferences: bool = False
     supportsVariableType: bool = False
+    supportsProgressReporting: bool = False
 
 
 class LaunchArguments(Arguments):

@@ -270,3 +270,21 @@ def test_hardware_instruction_breakpoint_and_data_breakpoint(clients, platform, 
         for n in range(5)]})["body"]["breakpoints"]
     assert [b["verified"] for b in too_many] == [True] * 4 + [False]
     assert "slots" in too_many[4]["message"]
+
+
+def test_restart_runs_the_guest_again_with_the_same_breakpoints(clients, guests):
+    client = spawn(clients)
+    client.request("initialize", {"adapterID": "whpx", "supportsProgressReporting": True})
+    client.request("launch", {"program": str(guests["hello"]), "platform": "emulated"})
+    assert client.wait_event("progressEnd")["body"]["progressId"] == "launch"
+    client.wait_event("initialized")
+    client.request("setFunctionBreakpoints", {"breakpoints": [{"name": "say_hello"}]})
+    client.request("configurationDone")
+    assert client.wait_event("stopped", TIMEOUT)["body"]["reason"] == "function breakpoint"
+    client.request("restart", {})
+    body = client.wait_event("stopped", TIMEOUT)["body"]  # the new VM hits it again
+    assert body["reason"] == "function breakpoint"
+    client.request("setFunctionBreakpoints", {"breakpoints": []})
+    client.request("continue", {"threadId": 1})
+    assert client.wait_event("exited", TIMEOUT)["body"]["exitCode"] == 42
+    assert client.output().count("Hello from dap-whpx guest!") == 1
