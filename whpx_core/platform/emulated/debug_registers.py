@@ -127,6 +127,12 @@ def encode_dr7(slots: Sequence[HwBreakpoint | None]) -> int:
 
 def decode_dr7(addresses: Sequence[int], dr7: int) -> Slots:
     """The enabled breakpoints of a DR0-DR3/DR7 image (I/O breakpoints are left out)."""
+    return _decode_dr7(tuple(addresses[:SLOTS]), dr7)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_dr7(addresses: tuple[int, ...], dr7: int) -> Slots:
+    # Cached: called before every slice, and a guest's DR image rarely changes.
     out: list[HwBreakpoint | None] = []
     for n, address in enumerate(addresses[:SLOTS]):
         kind = _KIND_OF_RW.get(dr7 >> 16 + 4 * n & 3)

@@ -356,8 +356,6 @@ class EmulatedVcpu(Vcpu):
                 exit_ = self._deliver_interrupt()
                 if exit_ is not None:
                     return exit_
-                with baton.cond:
-                    baton.running.add(self.index)
                 baton.acquire(self.index)
                 try:
                     exit_ = self._run_slice()
@@ -366,9 +364,7 @@ class EmulatedVcpu(Vcpu):
                 if exit_ is not None:
                     return exit_
         finally:
-            with baton.cond:
-                baton.running.discard(self.index)
-                baton.cond.notify_all()
+            baton.leave(self.index)
 
     def _wait_for_interrupt(self) -> Exit | None:
         rip = self._regs.read_u64(x86.UC_X86_REG_RIP)
@@ -377,17 +373,21 @@ class EmulatedVcpu(Vcpu):
         baton, clock = self._p.baton, self._p.clock
         with baton.cond:
             baton.running.discard(self.index)
-            while True:
-                if self._cancel:
-                    self._cancel = False
-                    return CanceledExit(rip)
-                if self._pending_irqs:
-                    self._halted = False
-                    return None
-                if not baton.running and clock.warp_to_next_deadline():
-                    clock.fire_due()  # callbacks may request interrupts (re-entrant lock)
-                    continue
-                baton.cond.wait()
+            baton.sleepers += 1
+            try:
+                while True:
+                    if self._cancel:
+                        self._cancel = False
+                        return CanceledExit(rip)
+                    if self._pending_irqs:
+                        self._halted = False
+                        return None
+                    if not baton.running and clock.warp_to_next_deadline():
+                        clock.fire_due()  # callbacks may request interrupts (re-entrant)
+                        continue
+                    baton.cond.wait()
+            finally:
+                baton.sleepers -= 1
 
     def _deliver_interrupt(self) -> Exit | None:
         if not self._pending_irqs or self._stepping:

@@ -83,13 +83,20 @@ class Baton:
         self._last = -1
         self._waiting: set[int] = set()
         self.running: set[int] = set()  # inside run() and not halted
+        self.sleepers = 0  # halted vCPUs waiting on `cond` for an interrupt
 
     def _next(self) -> int:
+        if len(self._waiting) == 1:
+            return next(iter(self._waiting))
         after = [i for i in self._waiting if i > self._last]
         return min(after) if after else min(self._waiting)
 
     def acquire(self, index: int) -> None:
         with self.cond:
+            self.running.add(index)
+            if self._holder is None and not self._waiting:
+                self._holder = index  # uncontended: the common case when stepping
+                return
             self._waiting.add(index)
             while self._holder is not None or self._next() != index:
                 self.cond.wait()
@@ -101,6 +108,13 @@ class Baton:
             self._holder = None
             self._last = index
             if self._waiting:
+                self.cond.notify_all()
+
+    def leave(self, index: int) -> None:
+        """`index` left run(): halted vCPUs may now be the only ones, so time can jump."""
+        with self.cond:
+            self.running.discard(index)
+            if self.sleepers:
                 self.cond.notify_all()
 
     def wake_all(self) -> None:

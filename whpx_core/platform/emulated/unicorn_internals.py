@@ -255,7 +255,10 @@ def _field_candidates(uc: Uc, env: int) -> dict[str, list[int]]:
 
 
 class CpuInternals:
-    """Typed access to one engine's private fields (offsets from `calibrate()`)."""
+    """Typed access to one engine's private fields (offsets from `calibrate()`).
+
+    The ctypes views are made once: the CPU state does not move, and making a view costs
+    more than reading through it (this runs around every single step)."""
 
     def __init__(self, uc: Uc) -> None:
         self._offsets = offsets = calibrate()
@@ -264,36 +267,41 @@ class CpuInternals:
             raise CalibrationError(
                 f"the calibrated CPU state does not match this engine ({offsets})")
         self._uc = uc  # keeps the engine (and so the memory) alive
+        self._error_code = self._field(offsets.error_code)
+        self._is_int = self._field(offsets.exception_is_int)
+        self._old_exception = self._field(offsets.old_exception)
+        self._hflags = self._field(offsets.hflags)
+        self._halted = self._field(offsets.halted)
 
     def _field(self, offset: int) -> ctypes.c_int32:
         return ctypes.c_int32.from_address(self._env + offset)
 
     @property
     def error_code(self) -> int:
-        return self._field(self._offsets.error_code).value & 0xFFFFFFFF
+        return self._error_code.value & 0xFFFFFFFF
 
     @property
     def exception_is_int(self) -> bool:
-        return self._field(self._offsets.exception_is_int).value != 0
+        return self._is_int.value != 0
 
     def clear_exception_in_flight(self) -> None:
-        self._field(self._offsets.old_exception).value = -1
+        self._old_exception.value = -1
 
     @property
     def interrupt_shadow(self) -> bool:
-        return bool(self._field(self._offsets.hflags).value & HF_INHIBIT_IRQ)
+        return bool(self._hflags.value & HF_INHIBIT_IRQ)
 
     @interrupt_shadow.setter
     def interrupt_shadow(self, value: bool) -> None:
-        field = self._field(self._offsets.hflags)
+        field = self._hflags
         field.value = (field.value | HF_INHIBIT_IRQ) if value else (field.value & ~HF_INHIBIT_IRQ)
 
     @property
     def halted(self) -> bool:
-        return self._field(self._offsets.halted).value != 0
+        return self._halted.value != 0
 
     def clear_halted(self) -> None:
-        self._field(self._offsets.halted).value = 0
+        self._halted.value = 0
 
 
 def release(uc: Uc) -> None:
