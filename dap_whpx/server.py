@@ -1,8 +1,8 @@
 """The transport: DAP over stdio (default) or TCP, on anyio.
 
-Bytes from the client go through the sans-IO decoder; each message is handled on a
-worker thread, one at a time, in order. Everything the session sends (responses, and
-events from the engine's thread) is handed back to the event loop and written in order.
+Bytes from the client go through the sans-IO decoder; each message is handled on the
+event loop's thread, one at a time, in order. Events from the engine's thread are handed
+to the event loop; everything is written by one writer task, in order.
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ class ProtocolLog:
 
 
 async def run_session(receive: Receive, write: Write, protocol_log: ProtocolLog) -> None:
-    send_stream, receive_stream = anyio.create_memory_object_stream[bytes](1024)
+    send_stream, receive_stream = anyio.create_memory_object_stream[bytes](4096)
     token = anyio.lowlevel.current_token()
+    loop_thread = threading.get_ident()
 
-    def send(message: dict[str, Any]) -> None:  # called on worker threads only
+    def send(message: dict[str, Any]) -> None:
         protocol_log.record("out", message)
-        anyio.from_thread.run_sync(send_stream.send_nowait, encode(message), token=token)
+        data = encode(message)
+        if threading.get_ident() == loop_thread:  # a response: handlers run on the loop
+            send_stream.send_nowait(data)
+        else:  # an event from the engine's thread
+            anyio.from_thread.run_sync(send_stream.send_nowait, data, token=token)
 
     session = Session(send)
     decoder = FrameDecoder()
@@ -76,7 +81,11 @@ async def run_session(receive: Receive, write: Write, protocol_log: ProtocolLog)
                 decoder.feed(chunk)
                 for item in decoder.items():
                     protocol_log.record("in", item)
-                    await anyio.to_thread.run_sync(session.handle, item)
+                    # Handled right here, one at a time, in order: requests are short
+                    # (a step is tens of microseconds), and a hand-over to a worker
+                    # thread would cost more than most of them.
+                    session.handle(item)
+                    await anyio.lowlevel.checkpoint()  # let the writer flush replies
                     if session.ended:
                         break
         finally:
