@@ -24,7 +24,13 @@ def continue_(session: Session, args: ThreadArguments) -> dict[str, Any]:
     if engine.running:
         raise DapError("the program is already running")
     session.handles.clear()
-    session.after_response(lambda: engine.resume(only=only))
+
+    def go() -> None:
+        engine.resume(only=only)
+        session.event("continued", {"threadId": args.threadId,
+                                    "allThreadsContinued": only is None})
+
+    session.after_response(go)
     return {"allThreadsContinued": only is None}
 
 

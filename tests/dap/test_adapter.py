@@ -288,3 +288,45 @@ def test_restart_runs_the_guest_again_with_the_same_breakpoints(clients, guests)
     client.request("continue", {"threadId": 1})
     assert client.wait_event("exited", TIMEOUT)["body"]["exitCode"] == 42
     assert client.output().count("Hello from dap-whpx guest!") == 1
+
+
+def test_exception_breakpoint_single_thread_continue_and_terminate(clients, platform, guests):
+    """Stop on the guest's #UD before its handler runs; the guest still gets it. Then a
+    single-thread continue, and terminate."""
+    image = load_elf(guests["faults"])
+    client = spawn(clients)
+    capabilities = client.start(guests["faults"], cpus=2, stopOnEntry=True,
+                                platform=platform.name)
+    assert {f["filter"] for f in capabilities["exceptionBreakpointFilters"]} >= {"UD", "PF"}
+    result = client.request("setExceptionBreakpoints", {"filters": ["UD", "PF"]})
+    verified = [b["verified"] for b in result["body"]["breakpoints"]]
+    interceptable = platform.capabilities().interceptable_vectors
+    assert verified == [6 in interceptable, 14 in interceptable]
+    client.request("configurationDone")
+    client.wait_event("stopped")
+    if 6 in interceptable:
+        client.request("continue", {"threadId": 1})
+        assert client.wait_event("continued")["body"]["allThreadsContinued"]
+        body = client.wait_event("stopped", TIMEOUT)["body"]
+        assert body["reason"] == "exception" and "#UD" in body["description"]
+        assert stopped_rip(client, body["threadId"]) == image.symbols["fault_ud_rip"]
+        client.request("setExceptionBreakpoints", {"filters": []})
+    client.request("continue", {"threadId": 1, "singleThread": True})
+    event = client.wait_event("continued")["body"]
+    assert event["allThreadsContinued"] is False
+    assert client.wait_event("exited", TIMEOUT)["body"]["exitCode"] == 0  # handled it
+    assert "ok UD" in client.output()
+
+
+def test_terminate_ends_a_running_guest(clients, guests):
+    image = load_elf(guests["spin"])
+    client = spawn(clients)
+    client.start(guests["spin"], stopOnEntry=True, platform="emulated")
+    patch(client, image, "spin_iterations", 1 << 62)
+    client.request("configurationDone")
+    client.request("continue", {"threadId": 1})
+    client.request("terminate")
+    client.wait_event("exited")
+    client.wait_event("terminated")
+    client.request("disconnect", {})
+    assert client.process.wait(timeout=20) == 0
