@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform as host
 import statistics
 import sys
@@ -13,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
+# The adapter processes the benchmarks start must import this checkout too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def build_guest(name: str) -> Path:
