@@ -25,4 +25,4 @@ def test_debugclient_suite_passes(guests):
     result = subprocess.run([node, "--test", "adapter.test.mjs"], cwd=NODE_DIR, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "# pass 2" in result.stdout and "# fail 0" in result.stdout, result.stdout[-2000:]
+    assert "# pass 3" in result.stdout and "# fail 0" in result.stdout, result.stdout[-2000:]

@@ -81,3 +81,40 @@ test('pause a running two-vCPU guest', async () => {
     assert.equal(threads.body.threads.length, 2);
   });
 });
+
+test('instruction breakpoint, memory round trip, disassembly, disconnect mid-run', async () => {
+  const dc = new DebugClient(python, '-mdap_whpx', 'whpx');
+  dc.defaultTimeout = 60000;
+  await dc.start();
+  await dc.initializeRequest();
+  await Promise.all([
+    dc.launch({ program: spin, platform, cpus: 2, stopOnEntry: true }),
+    dc.waitForEvent('initialized'),
+  ]);
+  const loop = await dc.evaluateRequest({ expression: 'spin_loop', frameId: 1 });
+  const loopAddress = loop.body.result.split(' ')[0];
+  const bps = await dc.send('setInstructionBreakpoints', {
+    breakpoints: [{ instructionReference: loopAddress }] });
+  assert.equal(bps.body.breakpoints[0].verified, true);
+  await Promise.all([dc.configurationDoneRequest(), dc.waitForEvent('stopped')]);
+  const hit = dc.waitForEvent('stopped');
+  await dc.continueRequest({ threadId: 1 });
+  assert.equal((await hit).body.reason, 'instruction breakpoint');
+
+  const data = Buffer.from('dap-whpx round trip');
+  await dc.send('writeMemory', { memoryReference: '0x300000', data: data.toString('base64') });
+  const read = await dc.send('readMemory', { memoryReference: '0x300000', count: data.length });
+  assert.equal(Buffer.from(read.body.data, 'base64').toString(), data.toString());
+
+  const rows = await dc.send('disassemble', { memoryReference: loopAddress,
+    instructionOffset: 0, instructionCount: 2 });
+  assert.deepEqual(rows.body.instructions.map((i) => i.instruction), ['dec rcx', 'jne 0x' +
+    BigInt(loopAddress).toString(16)]);
+
+  await dc.send('setInstructionBreakpoints', { breakpoints: [] });
+  await dc.continueRequest({ threadId: 1 });  // spin_iterations is 10 million: still running
+  const exited = new Promise((resolve) => dc._adapterProcess.once('exit', resolve));
+  await dc.disconnectRequest({ terminateDebuggee: true });
+  assert.equal(await exited, 0);  // the adapter process ended: no thread kept it alive
+  dc.stopAdapter();
+});
