@@ -147,13 +147,13 @@ def test_a_removed_breakpoints_pending_hits_are_not_reported(engines, platform, 
     engine = start(engines, platform, image, cpus=2)
     patch(engine, image, "smp_iterations", 100_000)
     bp = engine.add_breakpoint(image.symbols["smp_hit"])
-    for _ in range(2000):  # until another vCPU has caught a hit while the VM stopped
+    for _ in range(20_000):  # until another vCPU has caught a hit while the VM stopped
         engine.resume()
         assert engine.wait_stop(TIMEOUT).reason is StopReason.BREAKPOINT
         if any(t.pending is not None for t in engine._threads):
             break
     else:
-        pytest.fail("no simultaneous hit in 2,000 resumes: the scenario was not exercised")
+        pytest.fail("no simultaneous hit in 20,000 resumes: the scenario was not exercised")
     engine.remove_breakpoint(bp.id)
     other = engine.add_breakpoint(image.symbols["smp_hit"] + 1)
     for _ in range(10):

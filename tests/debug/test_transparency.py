@@ -43,17 +43,10 @@ HITS = ("hits_int", "hits_int3", "hits_ud", "hits_timer")
 EMULATED_DR6_LEAK = (
     "emulated platform: Unicorn sets DR6.BS for the platform's own step trap and it is "
     "left in the guest's DR6")
-KVM_FAULT_STEP = (
-    "kvm_pvm: a step over a faulting instruction also runs the handler's first "
-    "instruction (platform-facts.md §1), and the KVM backend does not undo it")
 ENGINE_OWED_DB = (
     "engine: the guest's own single-step #DB is injected and left pending across the "
     "reported stop; the next step takes its delivery for the instruction at RIP, forces "
     "TF on in the handler, strips the guest's TF from the frame and injects again")
-ENGINE_GUEST_DR_HIT = (
-    "engine/KVM backend: with #DB intercepted the guest's DR0-3 are mirrored into "
-    "KVM_SET_GUEST_DEBUG, so the guest's own DR0 hit exits to the engine, which reports "
-    "it as an exception stop instead of giving the guest its #DB")
 
 
 def xfail_on(request: pytest.FixtureRequest, platform: Platform, name: str,
@@ -224,9 +217,7 @@ def test_stepping_does_not_set_dr6_bs(engines, platform, guests, request):
 
 @pytest.mark.parametrize("probe", sorted(HANDLER_VECTORS))
 def test_step_into_handlers_stops_on_the_handlers_first_instruction(
-        engines, platform, guests, probe, request):
-    if probe == "fault":
-        xfail_on(request, platform, "kvm", KVM_FAULT_STEP)
+        engines, platform, guests, probe):
     image = load_elf(guests["tfprobe"])
     engine = start(engines, platform, image, step_into_handlers=True)
     engine.add_breakpoint(image.symbols[f"probe_{probe}"])
@@ -369,23 +360,21 @@ def plain_with_dr0(platform: Platform, path: Path) -> str:
 
 
 def test_selfdebug_dr0_same_output_with_an_unrelated_breakpoint(
-        engines, platform, guests, request):
+        engines, platform, guests):
     """Includes debugger stops while the guest's DR0 breakpoint is armed (the marker
     is called after each dr0_target call)."""
     plain = plain_with_dr0(platform, guests["selfdebug"])
-    xfail_on(request, platform, "kvm", ENGINE_GUEST_DR_HIT)
     debugged, markers = debugged_selfdebug(engines, platform, guests["selfdebug"], True)
     assert markers == 4 + 3
     assert debugged == plain
 
 
 def test_selfdebug_debugger_breakpoint_on_the_guests_dr0_target(
-        engines, platform, guests, request):
+        engines, platform, guests):
     """The debugger's breakpoint and the guest's DR0 on one instruction: the guest's
     #DB (a fault, before the instruction) and the debugger's stop both happen, once
     per call, and the guest sees exactly what it sees alone."""
     plain = plain_with_dr0(platform, guests["selfdebug"])
-    xfail_on(request, platform, "kvm", ENGINE_GUEST_DR_HIT)
     image = load_elf(guests["selfdebug"])
     engine = start(engines, platform, image)
     target = image.symbols["dr0_target"]

@@ -140,8 +140,12 @@ class Vcpu(abc.ABC):
     @abc.abstractmethod
     def set_single_step(self, enabled: bool) -> None:
         """Arm the platform's step primitive: each `run()` then executes at most one
-        instruction and returns `ExceptionExit(#DB, debug_status=BS)`. The guest never
-        sees the primitive (no TF in its RFLAGS images, no pending #DB afterwards)."""
+        instruction and returns `ExceptionExit(#DB, debug_status=BS)`. If that
+        instruction raises an exception or interrupt that is delivered to the guest, the
+        step ends at the handler's first instruction, before it runs. No #DB is left
+        pending afterwards. With a TF-based primitive (WHPX, emulated) the guest could
+        see TF in an RFLAGS image it saves during the step (PUSHF, an exception frame):
+        the engine repairs those (debug/stepping.py)."""
 
     @abc.abstractmethod
     def request_interrupt(self, vector: int) -> None:

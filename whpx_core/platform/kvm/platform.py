@@ -153,6 +153,7 @@ class KvmPartition(Partition):
         self.clock = MonotonicClock()
         self.intercepts: frozenset[int] = frozenset()
         self.hw_slots: tuple[HwBreakpoint | None, ...] = NO_SLOTS  # the debugger's DR0-3
+        self.hw_slots_used = 0  # how many of them are set
         self.io_handler: IoHandler | None = None
         self.closed = False
         self._ram: list[_Ram] = []
@@ -216,6 +217,9 @@ class KvmPartition(Partition):
         return pieces
 
     def read_memory(self, gpa: int, size: int) -> bytes:
+        for ram in self._ram:  # the usual case, cheap enough for every step: one slot
+            if ram.gpa <= gpa and gpa + size <= ram.end:
+                return ram.buffer[gpa - ram.gpa : gpa - ram.gpa + size]
         return b"".join(r.buffer[o : o + n] for r, o, n in self._chunks(gpa, size))
 
     def write_memory(self, gpa: int, data: bytes) -> None:
@@ -255,7 +259,13 @@ class KvmPartition(Partition):
                 raise PlatformError(
                     f"slot {used}: only {caps.hardware_breakpoints} hardware breakpoint "
                     f"slots fire on this host (measured)")
-        self.hw_slots = checked
+        self.arm_slots(checked)
+
+    def arm_slots(self, slots: Sequence[HwBreakpoint | None]) -> None:
+        """Set the debugger's slots without checking them against the measured
+        capabilities (the probe, which measures them, uses this)."""
+        self.hw_slots = tuple(slots)
+        self.hw_slots_used = sum(bp is not None for bp in self.hw_slots)
         for vcpu in self._vcpus:
             vcpu._apply_guest_debug()
 

@@ -15,7 +15,8 @@ import mmap
 import struct
 from collections.abc import Callable
 
-from whpx_core.platform.base import Capabilities
+from whpx_core.platform.base import Capabilities, HwBreakpoint
+from whpx_core.platform.emulated.debug_registers import NO_SLOTS
 from whpx_core.platform.exits import (
     ExceptionExit,
     Exit,
@@ -120,6 +121,7 @@ class _Scratch:
             timer.cancel()
             self.vcpu.set_single_step(False)
             self.vcpu.set_registers({Reg.DR7: 0x400, Reg.DR0: 0, Reg.DR1: 0})
+            self.p.arm_slots(NO_SLOTS)
             self.p.set_exception_intercepts(frozenset())
 
     def icebp_exits(self) -> bool:
@@ -140,14 +142,20 @@ class _Scratch:
             return "guest-debug"
         return "none"
 
+    def _arm(self, n: int, bp: HwBreakpoint) -> None:
+        """The debugger's slot n (KVM guest debug), unchecked: this is the measurement."""
+        slots = list(NO_SLOTS)
+        slots[n] = bp
+        self.p.arm_slots(slots)
+
     def hardware_breakpoints(self) -> tuple[int, bool]:
         """(DR0-3 execute slots that fire, whether a hit repeats with RFLAGS.RF set)."""
         fired = 0
         sticky = False
-        for n, dr in enumerate((Reg.DR0, Reg.DR1, Reg.DR2, Reg.DR3)):
+        for n in range(4):
 
-            def arm(v: KvmVcpu, dr: Reg = dr, n: int = n) -> None:
-                v.set_registers({dr: CODE + 1, Reg.DR7: 0x400 | 1 << (2 * n)})
+            def arm(v: KvmVcpu, n: int = n) -> None:
+                self._arm(n, HwBreakpoint(CODE + 1))
 
             e = self.run(b"\x90\x90\xf4", intercepts=frozenset({Vector.DB}), setup=arm)
             if isinstance(e, ExceptionExit) and e.rip == CODE + 1 and e.debug_status & 1 << n:
@@ -166,8 +174,8 @@ class _Scratch:
         return isinstance(e, ExceptionExit) and e.rip == CODE + 1
 
     def data_watchpoints(self) -> bool:
-        def arm(v: KvmVcpu) -> None:  # DR0: 4-byte write watchpoint
-            v.set_registers({Reg.DR0: DATA, Reg.DR7: 0x400 | 1 | 1 << 16 | 3 << 18})
+        def arm(v: KvmVcpu) -> None:  # slot 0: 4-byte write watchpoint
+            self._arm(0, HwBreakpoint(DATA, "write", 4))
 
         store = b"\x89\x04\x25" + struct.pack("<I", DATA) + b"\xf4"  # mov [DATA], eax
         e = self.run(store, intercepts=frozenset({Vector.DB}), setup=arm)

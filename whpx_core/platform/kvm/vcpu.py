@@ -5,16 +5,24 @@ accesses are answered inside it; kvm_pvm's emulation failures on INT1 / INT3 / I
 CPL0 are normalised here (see `_on_emulation_failure`).
 
 Hardware breakpoints: the debugger's slots (`Partition.set_hardware_breakpoints`) go to
-KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3], [7]) and win over everything else there.
-What happens to the guest's own DR0-DR3/DR7:
-- debugger slots set: kvm_pvm still fires the guest's own execute breakpoints into the
-  guest's IDT with DR6.Bn (measured); hardware KVM loads only guest debug's DRs while
-  USE_HW_BP is on, so the guest's do not fire (kernel source, not run here);
-- no debugger slot, #DB intercepted: the guest's DRs are mirrored into guest debug and
-  their hits exit to the host as #DB with DR6.Bn (as WHv reports an intercepted #DB);
-- neither: they are the guest's (kvm_pvm: execute breakpoints reach its IDT with DR6.Bn
-  and honour RFLAGS.RF from its IRETQ; data breakpoints never fire, measured).
+KVM_SET_GUEST_DEBUG (USE_HW_BP, debugreg[0-3], [7]). The guest's own DR0-DR3/DR7 stay the
+guest's: on kvm_pvm they are never put into guest debug, and (measured) its execute
+breakpoints reach its own IDT with DR6.Bn and honour RFLAGS.RF from its IRETQ, whether
+#DB is intercepted or not, and also while the debugger has slots elsewhere (KVM checks
+guest debug's breakpoints first, then the guest's). A debugger slot on the very
+instruction the guest's own breakpoint is on exits first; resuming, the guest takes
+its #DB, and when its handler returns there the debugger's slot exits again (guest
+debug ignores RF), so that arrival is reported twice. Data breakpoints never fire on
+kvm_pvm, the guest's or the debugger's. Hardware KVM (kernel source, not run here)
+loads only guest debug's DRs while USE_HW_BP is on and exits on INT1 only with
+USE_HW_BP or SINGLESTEP: there, while #DB is intercepted and the debugger has no slot,
+the guest's DRs are mirrored into guest debug and their hits exit as #DB with DR6.Bn
+(the engine gives them back to the guest); with debugger slots, the guest's do not fire.
 kvm_pvm ignores RF for guest-debug breakpoints, hence the resume step (`_rf_at`).
+
+Single step on kvm_pvm: guest debug is applied lazily, just before KVM_RUN, so it can
+include the handler guards for the RIP the step starts from (quirks.py) and consecutive
+steps with the same settings need no KVM_SET_GUEST_DEBUG at all.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from whpx_core.platform.base import PlatformError, Vcpu
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
-from whpx_core.platform.emulated.debug_registers import encode_dr7
+from whpx_core.platform.emulated.debug_registers import DR7_FIXED, encode_dr7
 from whpx_core.platform.exits import (
     DR6_BS,
     DR6_FIXED,
@@ -42,7 +50,13 @@ from whpx_core.platform.exits import (
 from whpx_core.platform.kvm import bindings as kb
 from whpx_core.platform.kvm.bindings import ffi
 from whpx_core.platform.kvm.fds import CData, KvmIoctlError, VcpuFd
-from whpx_core.platform.kvm.quirks import IRETQ, step_iretq
+from whpx_core.platform.kvm.quirks import (
+    EXCEPTION_GATES,
+    IRETQ,
+    gate_targets,
+    step_iretq,
+    undo_handler_entry,
+)
 from whpx_core.platform.kvm.regs import Group, group_of, read_reg, write_reg
 from whpx_core.platform.paging import PageFault, PagingState, translate
 from whpx_core.platform.registers import Reg, RegValue
@@ -82,6 +96,13 @@ class KvmVcpu(Vcpu):
         self._rf_mask = 0  # DR7 enable bits left out while stepping over a breakpoint
         self._resume_step = False  # that step is in progress
         self._armed: tuple[int, ...] = ()  # the debugreg[] last given to KVM
+        self._applied: tuple[int, tuple[int, ...]] | None = None  # (control, debugreg)
+        self._applied_key: tuple[object, ...] | None = None  # what `_applied` was made from
+        self._guard_bits = 0  # DR6 Bn bits of the slots holding handler guards
+        self._step_from: tuple[int, int] | None = None  # (RIP, RSP) a kvm_pvm step began at
+        self._guard_idt = b""  # the exception gates the guard targets were taken from
+        self._guard_free = 0
+        self._guard_targets: tuple[int, ...] = ()
         self._needs_completion = False  # an I/O answer KVM applies on the next KVM_RUN
         self._code_pages: dict[tuple[int, int], int] = {}  # (cr3, page) -> gpa, see _at_iretq
 
@@ -151,42 +172,124 @@ class KvmVcpu(Vcpu):
         return self._single_step or self._resume_step
 
     def _apply_guest_debug(self) -> None:
-        """KVM_SET_GUEST_DEBUG from the step flags, the intercepts and the breakpoints."""
+        """The step flags, intercepts or breakpoints changed. Hardware KVM: set guest
+        debug now. kvm_pvm: at the next entry (`_sync_guest_debug`), with the guards."""
+        if not self._p.is_pvm:
+            self._sync_guest_debug()
+
+    def _sync_guest_debug(self, guards: tuple[int, ...] = ()) -> None:
+        """KVM_SET_GUEST_DEBUG from the step flags, the intercepts, the breakpoints and
+        the handler guards (execute breakpoints for free slots); skipped on kvm_pvm when
+        KVM already has exactly that."""
+        p = self._p
+        key = (self._stepping, guards, p.hw_slots, self._rf_mask, p.intercepts)
+        if p.is_pvm and key == self._applied_key:
+            return  # the usual case while stepping: nothing changed
         control = 0
         debugreg = self._debugreg()
+        guard_bits = 0
+        if guards:
+            regs = list(debugreg) if debugreg else [0, 0, 0, 0, 0, 0, 0, DR7_FIXED]
+            free = (n for n in range(4) if not regs[7] >> 2 * n & 3)
+            for n, address in zip(free, guards, strict=False):
+                regs[n] = address
+                regs[7] |= 1 << 2 * n  # local enable, execute (R/W 00), length 1 (00)
+                guard_bits |= 1 << n
+            debugreg = tuple(regs)
         if self._stepping:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_SINGLESTEP
         if debugreg:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_HW_BP
         if Vector.BP in self._p.intercepts:
             control |= kb.KVM_GUESTDBG_ENABLE | kb.KVM_GUESTDBG_USE_SW_BP
-        self._armed = debugreg
+        self._applied_key = key
+        self._armed, self._guard_bits = debugreg, guard_bits
+        if p.is_pvm and self._applied == (control, debugreg):
+            return
         self._fd.set_guest_debug(control, debugreg)
+        self._applied = (control, debugreg)
 
     def _debugreg(self) -> tuple[int, ...]:
-        """DR0-3/DR7 for guest debug: the debugger's slots when it has any (they win).
-        Otherwise, with #DB intercepted, the guest's own, mirrored: KVM then takes the
-        breakpoints from guest debug rather than from the guest (USE_HW_BP), and
-        breakpoints set through `set_registers(DR7...)` exit as they do on WHv."""
+        """DR0-3/DR7 for guest debug: the debugger's slots when it has any. Otherwise,
+        on hardware KVM with #DB intercepted, the guest's own, mirrored (see the module
+        docstring: there INT1 exits only with USE_HW_BP, which hides the guest's DRs).
+        Never on kvm_pvm: it exits on INT1 anyway, and the guest's DRs work as they are."""
         slots = self._p.hw_slots
-        if any(bp is not None for bp in slots):
+        if self._p.hw_slots_used:
             addresses = [0 if bp is None else bp.address for bp in slots]
             return (*addresses, 0, 0, 0, encode_dr7(slots) & ~self._rf_mask)
-        if Vector.DB in self._p.intercepts:
+        if Vector.DB in self._p.intercepts and not self._p.is_pvm:
             d = self._fd.get_debugregs()
             return (d.db[0], d.db[1], d.db[2], d.db[3], 0, 0, d.dr6, d.dr7 & ~self._rf_mask)
         return ()
 
-    def _execute_slots_at(self, pc: int, dr6: int = 0xF) -> int:
-        """DR7 enable bits of the armed execute breakpoints at `pc` (whose DR6 bit is in
-        `dr6`)."""
-        if not self._armed:
+    def _handler_guards(self) -> tuple[int, ...]:
+        """kvm_pvm, before a step: the first instructions of the exception handlers the
+        step could enter (quirks.py), as many as there are free slots, never the RIP the
+        step starts from (guest debug ignores RF: it would fire at once). Also records
+        where the step starts (`_step_from`)."""
+        regs, sregs = self._regs_sregs()
+        rip = regs.rip
+        self._step_from = (rip, regs.rsp)
+        free = 4 - self._p.hw_slots_used
+        if not free:
+            return ()
+        idt = self._exception_gates(sregs)
+        if idt != self._guard_idt or free != self._guard_free:
+            # One spare target, for when RIP is one of them.
+            self._guard_idt, self._guard_free = idt, free
+            self._guard_targets = gate_targets(idt)[: free + 1] if idt else ()
+        targets = self._guard_targets
+        if rip in targets:
+            return tuple(t for t in targets if t != rip)[:free]
+        return targets[:free]
+
+    def _regs_sregs(self) -> tuple[CData, CData]:
+        if self._synced and self._run.kvm_valid_regs & _SYNC == _SYNC:
+            synced = self._run.s.regs
+            return synced.regs, synced.sregs
+        structs = self._structs((Group.REGS, Group.SREGS))
+        return structs[Group.REGS], structs[Group.SREGS]
+
+    def _exception_gates(self, sregs: CData) -> bytes:
+        """The IDT's first 32 gates (fewer if its limit says so; b"" if unreadable)."""
+        idt, cr0, cr3 = sregs.idt, sregs.cr0, sregs.cr3
+        base = idt.base
+        size = min(idt.limit + 1, EXCEPTION_GATES) & ~0xF
+        if (base & 0xFFF) + size <= 0x1000:  # the usual case: one page
+            page = self._page_gpa(cr0, cr3, base)
+            if page is None:
+                return b""
+            try:
+                return self._p.read_memory(page | (base & 0xFFF), size)
+            except PlatformError:
+                return b""
+        out = b""
+        while len(out) < size:
+            address = base + len(out)
+            chunk = min(size - len(out), 0x1000 - (address & 0xFFF))
+            page = self._page_gpa(cr0, cr3, address)
+            if page is None:
+                return b""
+            try:
+                out += self._p.read_memory(page | (address & 0xFFF), chunk)
+            except PlatformError:
+                return b""
+        return out
+
+    def _execute_slots_at(self, pc: int, dr6: int = 0xF,
+                          debugreg: tuple[int, ...] | None = None) -> int:
+        """DR7 enable bits of the debugger's execute breakpoints at `pc` (whose DR6 bit
+        is in `dr6`), in `debugreg` (default: what KVM has; the guards are not counted)."""
+        if debugreg is None:
+            debugreg, dr6 = self._armed, dr6 & ~self._guard_bits
+        if not debugreg:
             return 0
-        dr7, bits = self._armed[7], 0
+        dr7, bits = debugreg[7], 0
         for n in range(4):
             enabled = dr7 >> 2 * n & 3
             execute = not dr7 >> 16 + 4 * n & 3
-            if enabled and execute and self._armed[n] == pc and dr6 >> n & 1:
+            if enabled and execute and debugreg[n] == pc and dr6 >> n & 1:
                 bits |= 3 << 2 * n
         return bits
 
@@ -196,7 +299,7 @@ class KvmVcpu(Vcpu):
         at, self._rf_at = self._rf_at, None
         if at is None or self._resume_step or self._rip() != at:
             return
-        mask = self._execute_slots_at(at)
+        mask = self._execute_slots_at(at, debugreg=self._debugreg())
         if mask:
             self._rf_mask, self._resume_step = mask, True
             self._apply_guest_debug()
@@ -288,10 +391,12 @@ class KvmVcpu(Vcpu):
             vector = self._pick_interrupt()
         if not self._stepping:
             self._code_pages.clear()
-        stepping_iretq = self._stepping and self._p.is_pvm and self._at_iretq()
-        if stepping_iretq and step_iretq(self._cpu_view()):
-            exit_ = ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
-            return self._end_resume_step(exit_)
+        self._step_from = None
+        if self._p.is_pvm:
+            if self._stepping and self._at_iretq() and step_iretq(self._cpu_view()):
+                exit_ = ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_FIXED | DR6_BS)
+                return self._end_resume_step(exit_)
+            self._sync_guest_debug(self._handler_guards() if self._single_step else ())
         if vector is not None:
             try:
                 self._fd.interrupt(vector)
@@ -418,6 +523,21 @@ class KvmVcpu(Vcpu):
         arch = self._run.debug.arch
         vector, pc, dr6 = arch.exception, arch.pc, arch.dr6
         if vector == Vector.DB:
+            if dr6 & self._guard_bits and self._single_step:
+                # A handler guard: the stepped instruction raised an exception, KVM
+                # delivered it, and the handler's first instruction has not run. That
+                # is where the step ends (a debugger slot there is reported next step).
+                return ExceptionExit(Vector.DB, pc, debug_status=DR6_FIXED | DR6_BS)
+            if dr6 & DR6_BS and self._step_from is not None and self._single_step:
+                # An exception no guard covered: back onto the handler's first
+                # instruction if it can be undone (quirks.undo_handler_entry). A step
+                # that delivered none moved RSP by 16 bytes at most: checked first.
+                rip, rsp = self._step_from
+                regs, sregs = self._regs_sregs()
+                if abs(regs.rsp - rsp) > 16:
+                    idt = self._exception_gates(sregs)
+                    if idt and undo_handler_entry(self._cpu_view(), rip, rsp, idt):
+                        pc = self._rip()
             insn = b""
             if not dr6 & _DR6_HITS:
                 # Neither a step nor a DRn hit: an intercepted INT1 (hardware KVM reports
@@ -481,29 +601,34 @@ class KvmVcpu(Vcpu):
         return None
 
     def _at_iretq(self) -> bool:
-        """Cheap check before each kvm_pvm step (see quirks.py): is RIP at an IRETQ?
-
-        The code page's translation is cached for the stepping session (cleared by any
-        run without stepping), so a step costs two small memory reads, not a page walk.
-        """
-        regs = self._structs((Group.REGS, Group.SREGS))
-        rip, cr0, cr3 = regs[Group.REGS].rip, regs[Group.SREGS].cr0, regs[Group.SREGS].cr3
+        """Cheap check before each kvm_pvm step (see quirks.py): is RIP at an IRETQ?"""
+        regs, sregs = self._regs_sregs()
+        rip, cr0, cr3 = regs.rip, sregs.cr0, sregs.cr3
         if (rip & 0xFFF) == 0xFFF:
             return True  # straddles a page: let step_iretq look properly
-        key = (cr3, rip >> 12)
+        page = self._page_gpa(cr0, cr3, rip)
+        if page is None:
+            return False
+        try:
+            return self._p.read_memory(page | (rip & 0xFFF), 2) == IRETQ
+        except PlatformError:
+            return False
+
+    def _page_gpa(self, cr0: int, cr3: int, va: int) -> int | None:
+        """Guest-physical address of `va`'s page. Cached for the stepping session
+        (cleared by any run without stepping), so a step costs small memory reads, not
+        page walks."""
+        key = (cr3, va >> 12)
         page = self._code_pages.get(key)
         if page is None:
             if len(self._code_pages) > 64:
                 self._code_pages.clear()
             try:
-                page = translate(self._p.read_memory, PagingState(cr0, cr3), rip & ~0xFFF)
+                page = translate(self._p.read_memory, PagingState(cr0, cr3), va & ~0xFFF)
             except PageFault:
-                return False
+                return None
             self._code_pages[key] = page
-        try:
-            return self._p.read_memory(page | (rip & 0xFFF), 2) == IRETQ
-        except PlatformError:
-            return False
+        return page
 
     def _cpu_view(self) -> CpuView:
         return CpuView(
