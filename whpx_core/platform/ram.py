@@ -1,11 +1,70 @@
-"""Bulk byte writes into guest RAM buffers, shared by the platforms that map host RAM."""
+"""Guest RAM as host buffers: the regions a partition maps, host reads and writes across
+them, and bulk byte writes. Shared by the platforms that map host memory."""
 
 from __future__ import annotations
 
 import mmap
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
+
+from whpx_core.platform.base import PlatformError
+
+
+@dataclass(slots=True)
+class RamRegion:
+    gpa: int
+    buffer: mmap.mmap
+
+    @property
+    def end(self) -> int:
+        return self.gpa + len(self.buffer)
+
+
+class GuestRam:
+    def __init__(self) -> None:
+        self.regions: list[RamRegion] = []
+
+    def add(self, gpa: int, buffer: mmap.mmap) -> RamRegion:
+        region = RamRegion(gpa, buffer)
+        self.regions.append(region)
+        return region
+
+    def overlaps(self, gpa: int, size: int) -> bool:
+        return any(gpa < r.end and r.gpa < gpa + size for r in self.regions)
+
+    def _chunks(self, gpa: int, size: int) -> list[tuple[RamRegion, int, int]]:
+        """(region, offset, length) pieces covering [gpa, gpa+size) across adjacent
+        regions."""
+        pieces = []
+        while size > 0:
+            region = next((r for r in self.regions if r.gpa <= gpa < r.end), None)
+            if region is None:
+                raise PlatformError(f"guest-physical address {gpa:#x} is not RAM")
+            length = min(size, region.end - gpa)
+            pieces.append((region, gpa - region.gpa, length))
+            gpa += length
+            size -= length
+        return pieces
+
+    def read(self, gpa: int, size: int) -> bytes:
+        for region in self.regions:  # the usual case, cheap enough for every step
+            if region.gpa <= gpa and gpa + size <= region.end:
+                return region.buffer[gpa - region.gpa : gpa - region.gpa + size]
+        return b"".join(r.buffer[o : o + n] for r, o, n in self._chunks(gpa, size))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        done = 0
+        for region, offset, length in self._chunks(gpa, len(data)):
+            region.buffer[offset : offset + length] = data[done : done + length]
+            done += length
+
+    def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
+        swap_bytes(((r.gpa, r.buffer) for r in self.regions), gpas, values)
+
+    def clear(self) -> None:
+        self.regions.clear()
 
 _SMALL = 32
 

@@ -31,7 +31,6 @@ from unicorn import (
 )
 from unicorn import x86_const as x86
 
-from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
     HwBreakpoint,
@@ -72,6 +71,7 @@ from whpx_core.platform.exits import (
     Vector,
 )
 from whpx_core.platform.paging import PagingState, translate
+from whpx_core.platform.ram import GuestRam
 from whpx_core.platform.registers import RFLAGS_IF, RFLAGS_RF, RFLAGS_TF, Reg, RegValue
 
 # Instructions per slice: long enough to amortise a baton hand-over, short enough that a
@@ -131,12 +131,6 @@ class EmulatedPlatform(Platform):
         return EmulatedPartition(vcpu_count)
 
 
-@dataclass(slots=True)
-class _Ram:
-    gpa: int
-    buffer: mmap.mmap
-
-
 class EmulatedPartition(Partition):
     def __init__(self, vcpu_count: int) -> None:
         self.vcpu_count = vcpu_count
@@ -144,7 +138,7 @@ class EmulatedPartition(Partition):
         self.baton = Baton()
         self.intercepts: frozenset[int] = frozenset()
         self.io: IoHandler | None = None
-        self._ram: list[_Ram] = []
+        self.ram = GuestRam()
         self._vcpus = [EmulatedVcpu(self, i) for i in range(vcpu_count)]
         self._closed = False
 
@@ -152,7 +146,7 @@ class EmulatedPartition(Partition):
     def map_memory(self, gpa: int, buffer: mmap.mmap) -> None:
         if gpa % 4096 or len(buffer) % 4096:
             raise PlatformError("guest memory must be page aligned")
-        self._ram.append(_Ram(gpa, buffer))
+        self.ram.add(gpa, buffer)
         for vcpu in self._vcpus:
             vcpu.map_ram(gpa, buffer)
 
@@ -160,26 +154,18 @@ class EmulatedPartition(Partition):
         for vcpu in self._vcpus:
             vcpu.map_mmio(gpa, size)
 
-    def _find(self, gpa: int, size: int) -> tuple[mmap.mmap, int]:
-        for ram in self._ram:
-            if ram.gpa <= gpa and gpa + size <= ram.gpa + len(ram.buffer):
-                return ram.buffer, gpa - ram.gpa
-        raise PlatformError(f"guest-physical range {gpa:#x}+{size:#x} is not RAM")
-
     def read_memory(self, gpa: int, size: int) -> bytes:
-        buffer, offset = self._find(gpa, size)
-        return buffer[offset : offset + size]
+        return self.ram.read(gpa, size)
 
     def write_memory(self, gpa: int, data: bytes) -> None:
-        buffer, offset = self._find(gpa, len(data))
-        buffer[offset : offset + len(data)] = data
+        self.ram.write(gpa, data)
         # Unicorn keeps translated code: without this the old instruction bytes run on.
         for vcpu in self._vcpus:
             vcpu.remove_cache(gpa, gpa + len(data))
 
     def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
         # Translated code is left alone on purpose (see Partition.swap_bytes).
-        guest_ram.swap_bytes(((r.gpa, r.buffer) for r in self._ram), gpas, values)
+        self.ram.swap_bytes(gpas, values)
 
     # -- configuration --------------------------------------------------------------
     def set_io_handler(self, handler: IoHandler) -> None:

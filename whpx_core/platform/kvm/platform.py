@@ -16,10 +16,8 @@ import mmap
 import signal
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from whpx_core.platform import ram as guest_ram
 from whpx_core.platform.base import (
     Capabilities,
     HwBreakpoint,
@@ -36,6 +34,7 @@ from whpx_core.platform.kvm.bindings import ffi
 from whpx_core.platform.kvm.clock import MonotonicClock
 from whpx_core.platform.kvm.fds import KVM_DEVICE, CData, KvmSystem
 from whpx_core.platform.kvm.vcpu import KICK_SIGNAL, KvmVcpu
+from whpx_core.platform.ram import GuestRam
 
 PAGE = 4096
 # Vectors KVM can stop on: #DB (USE_HW_BP / SINGLESTEP) and #BP (USE_SW_BP). KVM has no
@@ -132,17 +131,6 @@ class KvmPlatform(Platform):
         return KvmPartition(vcpu_count)
 
 
-@dataclass(slots=True)
-class _Ram:
-    gpa: int
-    buffer: mmap.mmap
-    pointer: CData  # ffi.from_buffer: pins the buffer while KVM maps it
-
-    @property
-    def end(self) -> int:
-        return self.gpa + len(self.buffer)
-
-
 class KvmPartition(Partition):
     def __init__(self, vcpu_count: int, *, kick_signal: bool = True) -> None:
         self.is_pvm = detect_pvm()
@@ -156,7 +144,8 @@ class KvmPartition(Partition):
         self.hw_slots_used = 0  # how many of them are set
         self.io_handler: IoHandler | None = None
         self.closed = False
-        self._ram: list[_Ram] = []
+        self.ram = GuestRam()
+        self._pins: list[CData] = []  # ffi.from_buffer: pins each buffer while KVM maps it
         self._mmio: list[tuple[int, int]] = []
         self._system = KvmSystem.open()
         self._vcpus: list[KvmVcpu] = []
@@ -184,11 +173,12 @@ class KvmPartition(Partition):
         pointer = ffi.from_buffer(buffer, require_writable=True)
         address = int(ffi.cast("uintptr_t", pointer))
         try:
-            self._vm.set_user_memory_region(len(self._ram), gpa, size, address)
+            self._vm.set_user_memory_region(len(self._pins), gpa, size, address)
         except PlatformError:
             ffi.release(pointer)
             raise
-        self._ram.append(_Ram(gpa, buffer, pointer))
+        self._pins.append(pointer)
+        self.ram.add(gpa, buffer)
 
     def add_mmio_region(self, gpa: int, size: int) -> None:
         # No memory slot backs it, so guest accesses come out as KVM_EXIT_MMIO.
@@ -197,39 +187,20 @@ class KvmPartition(Partition):
         self._mmio.append((gpa, size))
 
     def _overlaps(self, gpa: int, size: int) -> bool:
-        ranges = [(r.gpa, r.end) for r in self._ram] + [(g, g + s) for g, s in self._mmio]
-        return any(gpa < end and start < gpa + size for start, end in ranges)
+        return self.ram.overlaps(gpa, size) or \
+            any(gpa < g + s and g < gpa + size for g, s in self._mmio)
 
     def is_mmio(self, gpa: int, size: int) -> bool:
         return any(g <= gpa and gpa + size <= g + s for g, s in self._mmio)
 
-    def _chunks(self, gpa: int, size: int) -> list[tuple[_Ram, int, int]]:
-        """(region, offset, length) pieces covering [gpa, gpa+size) across adjacent slots."""
-        pieces = []
-        while size > 0:
-            ram = next((r for r in self._ram if r.gpa <= gpa < r.end), None)
-            if ram is None:
-                raise PlatformError(f"guest-physical address {gpa:#x} is not RAM")
-            length = min(size, ram.end - gpa)
-            pieces.append((ram, gpa - ram.gpa, length))
-            gpa += length
-            size -= length
-        return pieces
-
     def read_memory(self, gpa: int, size: int) -> bytes:
-        for ram in self._ram:  # the usual case, cheap enough for every step: one slot
-            if ram.gpa <= gpa and gpa + size <= ram.end:
-                return ram.buffer[gpa - ram.gpa : gpa - ram.gpa + size]
-        return b"".join(r.buffer[o : o + n] for r, o, n in self._chunks(gpa, size))
+        return self.ram.read(gpa, size)
 
     def write_memory(self, gpa: int, data: bytes) -> None:
-        done = 0
-        for ram, offset, length in self._chunks(gpa, len(data)):
-            ram.buffer[offset : offset + length] = data[done : done + length]
-            done += length
+        self.ram.write(gpa, data)
 
     def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
-        guest_ram.swap_bytes(((r.gpa, r.buffer) for r in self._ram), gpas, values)
+        self.ram.swap_bytes(gpas, values)
 
     # -- configuration ----------------------------------------------------------------
     def set_io_handler(self, handler: IoHandler) -> None:
@@ -288,9 +259,10 @@ class KvmPartition(Partition):
         if hasattr(self, "_vm"):
             self._vm.close()
         self._system.close()
-        for ram in self._ram:
-            ffi.release(ram.pointer)  # the caller may close its buffer now
-        self._ram.clear()
+        for pointer in self._pins:
+            ffi.release(pointer)  # the caller may close its buffer now
+        self._pins.clear()
+        self.ram.clear()
 
 
 _NO_WATCHPOINTS = (
