@@ -120,6 +120,7 @@ class Engine:
         self._exited_reported = False
         self._closing = False
         self._exception_stops: frozenset[int] = frozenset()
+        self._intercepts: frozenset[int] | None = None  # as last given to the platform
         slots = self.partition_capabilities.hardware_breakpoints
         self._hw_slots: list[tuple[Breakpoint, HwBreakpoint] | None] = [None] * slots
         self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
@@ -390,10 +391,12 @@ class Engine:
             self._exception_stops = vectors
 
     def _arm(self) -> None:
-        vectors = set(self._exception_stops)
+        vectors = self._exception_stops
         if len(self.table) or any(self._hw_slots):
-            vectors.add(Vector.DB)
-        self.partition.set_exception_intercepts(frozenset(vectors))  # no vCPU runs now
+            vectors = vectors | {Vector.DB}
+        if vectors != self._intercepts:  # only while no vCPU runs: now
+            self.partition.set_exception_intercepts(vectors)
+            self._intercepts = vectors
         for t in self._threads:
             if t.owed_exception is not None:
                 vector, error_code, advance = t.owed_exception

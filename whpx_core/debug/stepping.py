@@ -35,6 +35,18 @@ class Decoded:
     rex_w: bool = False
 
 
+_OPCODE_CLASS = {
+    0x9C: StepClass.PUSHF,
+    0x9D: StepClass.POPF,
+    0xCF: StepClass.IRET,
+    0xCC: StepClass.SOFTWARE_INTERRUPT,
+    0xCD: StepClass.SOFTWARE_INTERRUPT,
+    0xCE: StepClass.SOFTWARE_INTERRUPT,
+    0xF1: StepClass.SOFTWARE_INTERRUPT,
+}
+_PLAIN = Decoded(StepClass.PLAIN)
+
+
 def classify(code: bytes) -> Decoded:
     operand_16 = rex_w = False
     i = 0
@@ -46,16 +58,9 @@ def classify(code: bytes) -> Decoded:
         i += 1
     if i >= len(code):
         return Decoded(StepClass.PLAIN)
-    opcode = code[i]
-    kind = {
-        0x9C: StepClass.PUSHF,
-        0x9D: StepClass.POPF,
-        0xCF: StepClass.IRET,
-        0xCC: StepClass.SOFTWARE_INTERRUPT,
-        0xCD: StepClass.SOFTWARE_INTERRUPT,
-        0xCE: StepClass.SOFTWARE_INTERRUPT,
-        0xF1: StepClass.SOFTWARE_INTERRUPT,
-    }.get(opcode, StepClass.PLAIN)
+    kind = _OPCODE_CLASS.get(code[i], StepClass.PLAIN)
+    if kind is StepClass.PLAIN and not operand_16 and not rex_w:
+        return _PLAIN  # the common case: no allocation
     return Decoded(kind, operand_16, rex_w)
 
 

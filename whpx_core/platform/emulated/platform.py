@@ -43,6 +43,7 @@ from whpx_core.platform.base import (
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.emulated.debug_registers import (
     DR6_HITS,
+    DR7_ENABLES,
     SLOTS,
     BreakpointHooks,
     FastRegisters,
@@ -227,6 +228,7 @@ class EmulatedVcpu(Vcpu):
         # (sticky) BS was hidden so that a fresh BS tells a TF trap (see _db_cause).
         self._dr6_before = 0
         self._tf_at_start = False
+        self._slice_dr7 = 0  # the guest's DR7 at the start of the current slice
         self._bs_hidden = False
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
@@ -426,6 +428,7 @@ class EmulatedVcpu(Vcpu):
     def _run_slice(self) -> Exit | None:
         uc, clock = self.uc, self._p.clock
         rip, rflags, dr6, dr7, cr0, cr3, *dr = self._fast.read(_SLICE_STATE)
+        self._slice_dr7 = dr7
         count = SLICE_INSTRUCTIONS
         deadline = clock.next_deadline()
         if deadline is not None:
@@ -518,6 +521,8 @@ class EmulatedVcpu(Vcpu):
         sets BS), "dr" (a DR7 execute breakpoint of the guest's at RIP; Unicorn sets Bn) or
         "stale" (a breakpoint Unicorn kept after the host rewrote DR7)."""
         dr6 = self._regs.read_u64(x86.UC_X86_REG_DR6)
+        if self._stepping and not self._slice_dr7 & DR7_ENABLES:
+            return "tf", dr6  # the host's step, and the guest has no breakpoint armed
         if self._tf_at_start and dr6 & DR6_BS:
             return "tf", dr6  # BS was clear when the slice began (hidden if need be)
         if self._guest_execute_slot_at(rip, dr6):
