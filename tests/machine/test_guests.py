@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -56,7 +57,11 @@ def test_faults_reach_the_guest_handlers_with_vector_cr2_and_error_code(platform
 def test_timer_interrupts_arrive(platform, guests):
     result, output = run_guest(platform, guests["timer"])
     assert (result.reason, result.exit_code) == ("exit", 0), (result, output)
-    assert "timer: ticks=40" in output
+    ticks = int(re.search(r"timer: ticks=(\d+)", output).group(1))
+    if platform.name == "emulated":
+        assert ticks == 40  # virtual time: 20 per phase, exactly, every run
+    else:
+        assert ticks >= 40  # host time: a tick may land between the guest's two phases
 
 
 def test_stop_from_another_thread_ends_a_spinning_guest_promptly(platform, guests):
