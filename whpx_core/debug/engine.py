@@ -116,6 +116,7 @@ class Engine:
         self._running = 0  # vCPU threads currently out of the parked state
         self._stopping = False
         self._stop: Stopped | None = None  # the stop being reported
+        self._pausing = False  # pause() asked: reported as a pause unless a stop came first
         self._ended: RunResult | None = None
         self._exited_reported = False
         self._closing = False
@@ -316,14 +317,10 @@ class Engine:
             runnable = [t for t in chosen if not t.halted]
             if not runnable:
                 self.table.disarm(self.memory)
-                if all(t.halted for t in self._threads):
-                    self.machine.end(RunResult("halted", 0,
-                                               "every vCPU halted with interrupts off"))
+                if self._end_if_all_halted():
                     self._report_end()
                 else:
-                    t = chosen[0]
-                    self._emit(Stopped(StopReason.PAUSE, t.index, self._rip(t),
-                                       description="vCPU is halted with interrupts off"))
+                    self._emit(self._halted_stop(chosen[0], StopReason.PAUSE))
                 return
             self._stopping = False
             self._running = len(runnable)
@@ -335,8 +332,7 @@ class Engine:
         with self._cond:
             if not self._running or self._stopping:
                 return
-            t = self._threads[0]
-            self._stop = Stopped(StopReason.PAUSE, t.index, 0, description="paused")
+            self._pausing = True
             self._request_stop_locked()
 
     def step_instruction(self, vcpu: int) -> Stopped | Exited:
@@ -350,8 +346,7 @@ class Engine:
                 self._emit(stop)
                 return stop
             if t.halted:
-                stop = Stopped(StopReason.STEP, vcpu, self._rip(t),
-                               description="vCPU is halted with interrupts off")
+                stop = self._halted_stop(t, StopReason.STEP)
                 self._emit(stop)
                 return stop
             self._arm()
@@ -596,13 +591,13 @@ class Engine:
                 continue
             if isinstance(action, Stopped):
                 with self._cond:
-                    if self._stop is None and self._ended is None:
+                    if self._stop is None and not self._pausing and self._ended is None:
                         self._stop = action
                     else:
                         t.pending = action  # reported at a later resume
                     self._request_stop_locked()
-            elif all(other.halted for other in self._threads):
-                self.machine.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
+            else:
+                self._end_if_all_halted()
             return
 
     def _request_stop_locked(self) -> None:
@@ -617,20 +612,31 @@ class Engine:
         if self.table.armed:
             self.table.disarm(self.memory)
         stop, self._stop = self._stop, None
+        pausing, self._pausing = self._pausing, False
         self._stopping = False
         if self._ended is not None:
             self._report_end()
             return
-        if stop is None:
+        if stop is None and pausing:
+            t = self._threads[0]
+            stop = Stopped(StopReason.PAUSE, t.index, self._rip(t), description="paused")
+        elif stop is None:
             # Every vCPU that ran halted with interrupts off, but not all of them did
             # (a single-thread resume): still a stop the client must hear about.
-            t = next(t for t in self._threads if t.halted)
-            stop = Stopped(StopReason.PAUSE, t.index, self._rip(t),
-                           description="vCPU is halted with interrupts off")
-        if stop.reason is StopReason.PAUSE and not stop.description.startswith("vCPU"):
-            t = self._threads[stop.vcpu]
-            stop = Stopped(StopReason.PAUSE, t.index, self._rip(t), description="paused")
+            stop = self._halted_stop(next(t for t in self._threads if t.halted),
+                                     StopReason.PAUSE)
         self._emit(stop)
+
+    def _halted_stop(self, t: _VcpuThread, reason: StopReason) -> Stopped:
+        return Stopped(reason, t.index, self._rip(t),
+                       description="vCPU is halted with interrupts off")
+
+    def _end_if_all_halted(self) -> bool:
+        """HLT with interrupts off on every vCPU: nothing can wake them, the VM ends."""
+        if not all(t.halted for t in self._threads):
+            return False
+        self.machine.end(RunResult("halted", 0, "every vCPU halted with interrupts off"))
+        return True
 
     def _on_machine_end(self, result: RunResult) -> None:
         self._ended = result
