@@ -438,14 +438,10 @@ class Engine:
                 self._start_line_step(step, t, only)
                 return
             ranges = symbols.line_ranges(regs["rip"])
-            self._arm()
-            action = self._step(t, over_handlers=not self.step_into_handlers)
-            if isinstance(action, Stopped) or self._ended is not None:
-                self._finish_synchronous(action if isinstance(action, Stopped) else
-                                         Stopped(StopReason.STEP, vcpu, self._rip(t)))
+            if not self._step_inside_line_step(t):
                 return
-            self.table.disarm(self.memory)
-            step = LineStep(vcpu, kind, symbols, cfa, plan_ranges(ranges, read, kind))
+            step = LineStep(vcpu, kind, symbols, cfa, plan_ranges(ranges, read, kind),
+                            line=symbols.line_key(regs["rip"]))
             if not ranges:  # no line info here: one instruction is the step
                 self._emit(Stopped(StopReason.STEP, vcpu, self._rip(t)))
                 return
@@ -459,18 +455,38 @@ class Engine:
         self._resume_locked(only)
 
     def _continue_line_step(self, t: _VcpuThread, only: int | None) -> None:
-        """The stepping vCPU is stopped somewhere (after a step or an arrival): decide."""
+        """The stepping vCPU is stopped somewhere (after a step or an arrival): decide,
+        stepping the instructions whose destination only a step can tell, then run."""
         step = self._line_step
         assert step is not None
-        regs = self._frame_registers(t)
         read = self._reader(t.index)
-        pc = regs["rip"]
-        verdict = step.look(pc, step.symbols.frame_cfa(regs, read),
-                            lambda: int.from_bytes(read(regs["rsp"], 8), "little"), read)
-        if verdict is Verdict.STOP:
-            self._emit(Stopped(StopReason.STEP, t.index, pc))
-            return
+        while True:
+            regs = self._frame_registers(t)
+            pc = regs["rip"]
+            verdict = step.look(pc, step.symbols.frame_cfa(regs, read),
+                                lambda regs=regs: int.from_bytes(read(regs["rsp"], 8), "little"),
+                                read)
+            if verdict is Verdict.STOP:
+                self._emit(Stopped(StopReason.STEP, t.index, pc))
+                return
+            if verdict is not Verdict.STEP_ONE and (
+                    pc in step.targets or step.plan.breakpoints.get(pc) is not Purpose.STEP):
+                break
+            if not self._step_inside_line_step(t):
+                return
         self._start_line_step(step, t, only)
+
+    def _step_inside_line_step(self, t: _VcpuThread) -> bool:
+        """One instruction of the stepping vCPU; False when that ended the step (a stop
+        was reported, or the VM ended)."""
+        self._arm()
+        action = self._step(t, over_handlers=not self.step_into_handlers)
+        if isinstance(action, Stopped) or self._ended is not None:
+            self._finish_synchronous(action if isinstance(action, Stopped) else
+                                     Stopped(StopReason.STEP, t.index, self._rip(t)))
+            return False
+        self.table.disarm(self.memory)
+        return True
 
     def _replant_line_step(self) -> None:
         step = self._line_step
@@ -499,14 +515,10 @@ class Engine:
             t.reported_rip = stop.rip
             self._resume_locked(self._resume_only)
             return
-        if stop.rip not in step.targets and step.plan.breakpoints.get(stop.rip) is Purpose.STEP:
-            self._arm()
-            action = self._step(t, over_handlers=not self.step_into_handlers)
-            if isinstance(action, Stopped) or self._ended is not None:
-                self._finish_synchronous(action if isinstance(action, Stopped) else
-                                         Stopped(StopReason.STEP, t.index, self._rip(t)))
-                return
-            self.table.disarm(self.memory)
+        must_step = stop.rip not in step.targets and \
+            step.plan.breakpoints.get(stop.rip) is Purpose.STEP
+        if must_step and not self._step_inside_line_step(t):
+            return
         self._continue_line_step(t, self._resume_only)
 
     def _frame_registers(self, t: _VcpuThread) -> dict[str, int]:

@@ -22,7 +22,7 @@ testable without a VM.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +43,9 @@ class StepSymbols(Protocol):
 
     def is_line_start(self, pc: int) -> bool:
         """`pc` is where a statement of a source line begins (an is_stmt row)."""
+
+    def line_key(self, pc: int) -> Hashable | None:
+        """Which source line `pc` belongs to (equal keys: the same line)."""
 
     def body_start(self, pc: int) -> int | None:
         """If `pc` is the entry of a function with line info, its first address after the
@@ -120,6 +123,7 @@ _LEAVES_ELSEWHERE = frozenset({"syscall", "sysret", "sysretq", "sysenter", "syse
 
 class Verdict(enum.Enum):
     CONTINUE = "continue"  # keep running in the current plan
+    STEP_ONE = "step-one"  # step one instruction, then look again
     STOP = "stop"  # the step is done: report it
 
 
@@ -132,6 +136,7 @@ class LineStep:
     symbols: StepSymbols
     start_cfa: int | None
     plan: RangePlan
+    line: Hashable | None = None  # the line being stepped (line_key)
     # Extra ARRIVE targets with the CFA they must be reached in (return addresses for a
     # call stepped into code without line info, stepOut's return address, a body start).
     targets: dict[int, int | None] = field(default_factory=dict)
@@ -158,13 +163,18 @@ class LineStep:
             return Verdict.STOP  # returned to the caller: stop there, as gdb does
         if start is not None and cfa is not None and cfa < start:
             return self._entered_callee(pc, cfa, read_return)
-        if self.symbols.is_line_start(pc) or not self.symbols.line_ranges(pc):
+        ranges = self.symbols.line_ranges(pc)
+        if not ranges:
+            return Verdict.STOP  # no line info here
+        key = self.symbols.line_key(pc)
+        if key == self.line:  # another part of the line being stepped
+            self.plan = plan_ranges(ranges, read, self.kind)
+            return Verdict.CONTINUE
+        if self.symbols.is_line_start(pc):
             return Verdict.STOP
-        # Mid-line of another line in the same frame (optimised code jumps into the
-        # middle of lines): keep stepping until a line starts.
-        self.plan = plan_ranges(self.symbols.line_ranges(pc), read, self.kind)
-        self.targets.clear()
-        return Verdict.CONTINUE
+        # Inside another line but not at one of its statements (optimised code): step on
+        # until a statement of a different line starts, as gdb does.
+        return Verdict.STEP_ONE
 
     def _entered_callee(self, pc: int, cfa: int, read_return: Callable[[], int]) -> Verdict:
         if self.kind is StepKind.INTO:

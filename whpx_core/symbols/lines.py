@@ -83,11 +83,27 @@ class LineTable:
         while at >= 0:
             row = self.rows[at]
             if row.address <= address < row.end:
-                return row
+                return self._statement_at(at)
             if row.address < address:
                 return None
             at -= 1  # an empty row (address == end) at the same address: look before it
         return None
+
+    def _statement_at(self, at: int) -> Row:
+        """Prefer a statement row at the same address (as gdb does): at -O2 a row that is
+        not a statement often follows the statement's own row at one address, and it is
+        the statement's line that the user stopped at."""
+        row = self.rows[at]
+        probe = at
+        while not row.is_stmt and probe > 0:
+            earlier = self.rows[probe - 1]
+            if earlier.address != row.address or earlier.line == 0:
+                break
+            if earlier.is_stmt:
+                return Row(earlier.address, earlier.file, earlier.line, earlier.column, True,
+                           earlier.prologue_end, row.end)
+            probe -= 1
+        return row
 
     def rows_between(self, low: int, high: int) -> list[Row]:
         start = bisect.bisect_left(self.starts, low)

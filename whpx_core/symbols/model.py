@@ -24,6 +24,7 @@ class SourceLine(NamedTuple):
     line: int
     column: int
     address: int  # where the line-table row that covers the queried address starts
+    is_stmt: bool = True  # the row is a statement (a place a line step may stop)
 
 
 class LineResolution(NamedTuple):

@@ -176,7 +176,7 @@ class Unit:
         return ref(die, "DW_AT_type")
 
     def source_line(self, row: Row) -> SourceLine:
-        return SourceLine(self.lines.file_of(row), row.line, row.column, row.address)
+        return SourceLine(self.lines.file_of(row), row.line, row.column, row.address, row.is_stmt)
 
 
 def _holds(ranges: list[tuple[int, int]], address: int) -> bool:
