@@ -8,6 +8,7 @@
 from whpx_core.symbols.ctypes_model import CType, Member
 from whpx_core.symbols.debug_info import DebugInfo, DebugInfoError
 from whpx_core.symbols.elf_symbols import SymbolTable
+from whpx_core.symbols.eval_context import FrameEvalContext
 from whpx_core.symbols.model import (
     Frame,
     FrameScopes,
@@ -24,6 +25,7 @@ __all__ = [
     "DebugInfo",
     "DebugInfoError",
     "Frame",
+    "FrameEvalContext",
     "FrameScopes",
     "Function",
     "LineResolution",
