@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dap_whpx.expressions import ExpressionError, evaluate, format_value
 from dap_whpx.handlers.common import engine_of, hex_address, vcpu_of
 from dap_whpx.protocol.messages import EvaluateArguments
 from dap_whpx.session import DapError, Session, capability, request
 from whpx_core.debug.vm_memory import GuestMemoryError
 from whpx_core.platform.registers import Reg
+from whpx_core.symbols.expressions import ExpressionError, evaluate, format_value
 
 _REGISTERS = {reg.name.lower(): reg for reg in Reg}
 

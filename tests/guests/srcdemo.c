@@ -58,6 +58,7 @@ KEEP_CALLS int leaf(int x)
 KEEP_CALLS int caller_a(void)
 {
     int r = leaf(1); /* LINE:caller_a_call */
+    demo_sink = r; /* keeps the call from becoming a tail call at -O2 */
     return r;
 }
 
