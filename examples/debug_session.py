@@ -52,7 +52,8 @@ def main() -> int:
             client.wait_event("stopped")
             frame = client.request("stackTrace", {"threadId": thread})["body"]["stackFrames"][0]
             print(f"  step -> {frame['name']} ({frame['instructionPointerReference']})")
-        scope = client.request("scopes", {"frameId": frame["id"]})["body"]["scopes"][0]
+        scope = next(s for s in client.request("scopes", {"frameId": frame["id"]})["body"][
+            "scopes"] if s["name"] == "Registers")
         registers = client.request("variables", {
             "variablesReference": scope["variablesReference"]})["body"]["variables"]
         print("  " + ", ".join(f"{v['name']}={v['value']}" for v in registers

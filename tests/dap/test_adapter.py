@@ -110,7 +110,7 @@ def test_instruction_steps_and_register_writes(clients, platform, guests):
         rips.append(stopped_rip(client, 1))
     assert rips == [loop + 3, loop, loop + 3]
     scopes = client.request("scopes", {"frameId": 1})["body"]["scopes"]
-    registers = scopes[0]["variablesReference"]
+    registers = next(s for s in scopes if s["name"] == "Registers")["variablesReference"]
     client.request("setVariable", {"variablesReference": registers, "name": "RCX",
                                    "value": "1"})
     values = {v["name"]: v for v in client.request(
