@@ -65,6 +65,7 @@ KEEP_CALLS int caller_a(void)
 KEEP_CALLS int caller_b(void)
 {
     int r = leaf(2); /* LINE:caller_b_call */
+    /* LINE:caller_b_comment: no code on this line */
     return r + 100;
 }
 
@@ -141,7 +142,7 @@ KEEP_CALLS int inspect(struct node *p, int count)
     consume(arr, sizeof arr);
     consume(&w, sizeof w);
     int total = p->value + p->next->value + arr[count] + pt.y; /* LINE:inspect_body */
-    total = op(total, scaled((int)c, count));
+    total = op(total, scaled((int)c, count)); /* LINE:inspect_scaled_call */
     demo_sink = total; /* LINE:inspect_after */
     return total;
 }

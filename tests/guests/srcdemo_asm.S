@@ -19,7 +19,7 @@ demo_asm_frame:
 	mov	%ebx, %edi
 	.globl demo_asm_call
 demo_asm_call:
-	call	chain_3
+	call	chain_3		/* LINE:asm_call */
 	.globl demo_asm_return
 demo_asm_return:
 	add	%ebx, %eax

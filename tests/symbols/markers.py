@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 GUEST_DIR = Path(__file__).resolve().parents[1] / "guests"
-_MARKER = re.compile(r"/\*\s*LINE:([A-Za-z0-9_]+)\s*\*/")
+_MARKER = re.compile(r"/\*\s*LINE:([A-Za-z0-9_]+)\b[^*]*\*/")
 
 
 @cache
