@@ -237,7 +237,7 @@ def variable_body(session: Session, name: str, value: Any, path: str,
               ref: FrameRef) -> dict[str, Any]:
     with symbols_lock:
         shown = value.format()
-        expandable = value.has_children()
+        expandable = value.has_children
         type_name = value.type_name
     handle = session.handles.add(("value", value, path, ref)) if expandable else 0
     memory = hex_address(value.address) if value.address is not None else None
