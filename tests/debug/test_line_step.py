@@ -158,3 +158,19 @@ def test_single_thread_next_leaves_the_other_vcpu_where_it_was(session):
     (other_after,) = session.engine.get_registers(1, [Reg.RIP])
     assert other_after == other_before
     session.finish()
+
+
+def test_another_vcpus_breakpoint_during_next_is_reported_and_ends_the_step(session):
+    session.run_to_line("hot_loop")  # a long line: vCPU 1 surely runs during the next
+    resolved = session.info.resolve_line(str(SOURCE), marker("worker_wait"))
+    # every block of the loop's line: the first is the jump into the loop, run once
+    starts = {lo for a in resolved.addresses for lo, _ in session.info.line_ranges(a)}
+    bps = [session.engine.add_breakpoint(a) for a in sorted(starts)]
+    stop = session.step(StepKind.OVER)  # vCPU 1 spins in worker(): it hits meanwhile
+    assert stop.reason is StopReason.BREAKPOINT and stop.vcpu == 1
+    assert set(stop.breakpoints) <= {bp.id for bp in bps}
+    for bp in bps:
+        session.engine.remove_breakpoint(bp.id)
+    # the abandoned step left no temporary breakpoint behind: the guest runs to its end
+    assert not any("line-step" in entry.owners for entry in session.engine.table)
+    session.finish()
