@@ -211,7 +211,12 @@ class DebugInfo:
         return None
 
     def function_named(self, name: str) -> Function | None:
-        for unit in self.units:
+        symbol = self._function_symbols.get(name)
+        if symbol is not None:  # .symtab finds the one CU to index
+            found = self.function_at(symbol[0])
+            if found is not None and found.name == name:
+                return found
+        for unit in self.units:  # static functions that share a name, no .symtab ...
             for function in unit.functions:
                 if function.name == name:
                     return function

@@ -30,31 +30,40 @@ class Variables:
 
     # ------------------------------------------------------------------ frames
 
-    def frame_scopes(self, frame: Frame, memory: MemoryFunction) -> FrameScopes:
-        scopes = FrameScopes()
+    def _scope(self, frame: Frame, memory: MemoryFunction
+               ) -> tuple[list[tuple[str, DIE, bool]], FrameContext | None]:
+        """The frame's variable DIEs, innermost scope first, each name once (an inner
+        declaration shadows an outer one), with whether it is an argument."""
         pc = frame.lookup_pc
         unit = self.info.unit_at(pc)
         function = unit.function_at(pc) if unit else None
         if unit is None or function is None or self.runner is None:
-            return scopes
+            return [], None
         chain = unit.scope_chain(function, pc)
         context = FrameContext(pc, dict(frame.regs), memory, frame.cfa)
         context.frame_base = self._frame_base(chain[0], context)
         seen: set[str] = set()
-        # Innermost scope first, so an inner declaration shadows an outer one.
+        found: list[tuple[str, DIE, bool]] = []
         for depth, scope in enumerate(reversed(chain)):
             outermost = depth == len(chain) - 1
             for child in scope.iter_children():
                 if child.tag not in _VARIABLE_TAGS:
                     continue
                 name = die_name(child)
-                if not name or name in seen:
-                    continue
-                seen.add(name)
-                is_argument = child.tag == "DW_TAG_formal_parameter" and outermost
-                variable = Variable(name, self._value(child, context),
-                                    "argument" if is_argument else "local")
-                (scopes.arguments if is_argument else scopes.locals).append(variable)
+                if name and name not in seen:
+                    seen.add(name)
+                    found.append((name, child,
+                                  child.tag == "DW_TAG_formal_parameter" and outermost))
+        return found, context
+
+    def frame_scopes(self, frame: Frame, memory: MemoryFunction) -> FrameScopes:
+        scopes = FrameScopes()
+        found, context = self._scope(frame, memory)
+        for name, die, is_argument in found:
+            assert context is not None
+            variable = Variable(name, self._value(die, context),
+                                "argument" if is_argument else "local")
+            (scopes.arguments if is_argument else scopes.locals).append(variable)
         return scopes
 
     def _frame_base(self, subprogram: DIE, context: FrameContext) -> int | None:
@@ -133,16 +142,17 @@ class Variables:
 
     def lookup(self, frame: Frame | None, name: str, memory: MemoryFunction) -> Variable | None:
         if frame is not None:
-            scopes = self.frame_scopes(frame, memory)
-            for variable in scopes.locals + scopes.arguments:
-                if variable.name == name:
-                    variable.value.symbols = self.info.symbols
-                    return variable
+            found, context = self._scope(frame, memory)
+            for found_name, die, is_argument in found:
+                if found_name == name:
+                    assert context is not None
+                    return Variable(name, self._value(die, context),
+                                    "argument" if is_argument else "local")
         # Globals: a static of the frame's own compile unit first, then any.
         home = self.info.unit_at(frame.lookup_pc) if frame is not None else None
-        found = [(unit, die) for unit, die in self._global_dies if die_name(die) == name]
-        found.sort(key=lambda item: item[0] is not home)
-        for _, die in found:
+        candidates = [(unit, die) for unit, die in self._global_dies if die_name(die) == name]
+        candidates.sort(key=lambda item: item[0] is not home)
+        for _, die in candidates:
             return Variable(name, self._global_value(die, memory), "global")
         return None
 
