@@ -11,7 +11,7 @@ import pytest
 from tests.symbols.conftest import SOURCE
 from tests.symbols.markers import marker_line
 from whpx_core.debug.engine import Engine
-from whpx_core.debug.events import Stopped
+from whpx_core.debug.events import Exited, Stopped
 from whpx_core.debug.launch import launch
 from whpx_core.platform.base import Platform
 from whpx_core.platform.registers import Reg
@@ -230,3 +230,21 @@ def test_unwinding_garbage_stops_cleanly(session: Session) -> None:
     frames = session.info.unwind({"rip": 0xDEAD0000, "rsp": 0x1000, "rbp": 0x0},
                                  session.memory)
     assert len(frames) == 1 and frames[0].function is None
+
+
+def test_set_variable_in_memory_changes_what_the_guest_computes(session: Session) -> None:
+    ids = session.break_at("inspect_body")
+    frame = session.run_to_stop()[0]
+    element = session.value(frame, "arr").index(2)
+    assert element.writable and element.address is not None and element.register is None
+    session.engine.write_memory(element.address, element.encode(1030), session.vcpu)
+    assert session.value(frame, "arr").index(2).as_int() == 1030
+    session.clear(ids)
+    session.engine.resume()
+    event = session.engine.wait_stop(timeout=60)
+    assert isinstance(event, Exited) and event.exit_code == 0, event
+    output = session.engine.output.decode()
+    if not session.optimised:  # 7 + 11 + arr[2] - 4 + 2 * 6 (see inspect())
+        assert "inspect=1056 " in output, output
+    else:  # -O2 may have loaded arr[2] before the breakpoint's address
+        assert "inspect=1056 " in output or "inspect=56 " in output, output
