@@ -40,7 +40,7 @@ class Variables:
         if unit is None or function is None or self.runner is None:
             return [], None
         chain = unit.scope_chain(function, pc)
-        context = FrameContext(pc, dict(frame.regs), memory, frame.cfa)
+        context = FrameContext(pc, dict(frame.regs), memory, frame.cfa, outer=frame.index > 0)
         context.frame_base = self._frame_base(chain[0], context)
         seen: set[str] = set()
         found: list[tuple[str, DIE, bool]] = []
@@ -110,6 +110,8 @@ class Variables:
             if size > 8:
                 return Value.optimized(ctype)  # a struct spread over registers: not modelled
             data = (raw & MASK).to_bytes(8, "little")[:size]
+            if context.outer:  # where a callee saved it is not tracked: show, don't write
+                return Value(ctype, data=data, memory=memory)
             return Value(ctype, register=location.register, data=data, memory=memory)
         data = location.data or b""
         size = ctype.byte_size
