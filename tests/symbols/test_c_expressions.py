@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from whpx_core.symbols import CType, Member, SymbolTable, Value
-from whpx_core.symbols.expressions import ExpressionError, evaluate, evaluate_value
+from whpx_core.symbols.expressions import (
+    ExpressionError,
+    evaluate,
+    evaluate_value,
+    interpolate,
+)
 
 INT = CType("base", name="int", size=4, signed=True, encoding=0x5)
 CHAR = CType("base", name="char", size=1, signed=True, encoding=0x6)
@@ -138,3 +143,18 @@ def test_encode_for_set_variable() -> None:
     assert context.variables["in_rbx"].register == "rbx"
     assert context.variables["arr"].index(1).address == 0x2104
     assert not context.variables["gone"].writable
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("i = {p->value}", "i = 7"),
+    ("{p->value * 2} {si} {color} {letter}", "14 -3 GREEN 113 'q'"),
+    ("{rsi} {(u8)rsi} {p}", "0x1234 52 0x2000 <nodes>"),
+    ("{{literal}} {arr[1]}", "{literal} 2"),
+    ("no braces", "no braces"),
+    ("bad {gone} and {p->nosuch}", "bad <error: the value of type 'int' is optimized out at "
+                                   "column 1> and <error: 'struct node' has no member "
+                                   "'nosuch' at column 2>"),
+    ("open {brace", "open {brace"),
+])
+def test_logpoint_interpolation(message: str, expected: str) -> None:
+    assert interpolate(message, Context()) == expected

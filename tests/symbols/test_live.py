@@ -16,7 +16,12 @@ from whpx_core.debug.launch import launch
 from whpx_core.platform.base import Platform
 from whpx_core.platform.registers import Reg
 from whpx_core.symbols import DebugInfo, Frame, FrameEvalContext, Value
-from whpx_core.symbols.expressions import ExpressionError, evaluate, evaluate_value
+from whpx_core.symbols.expressions import (
+    ExpressionError,
+    evaluate,
+    evaluate_value,
+    interpolate,
+)
 
 GPRS = [Reg.RAX, Reg.RBX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RBP, Reg.RSP, Reg.R8,
         Reg.R9, Reg.R10, Reg.R11, Reg.R12, Reg.R13, Reg.R14, Reg.R15, Reg.RIP]
@@ -110,16 +115,19 @@ def test_three_callers_give_three_stacks(session: Session) -> None:
 def test_conditional_breakpoint_i_equals_37(session: Session) -> None:
     ids = session.break_at("loop_body")
     matches = []
+    unreadable = 0
     for hit in range(100):
         frames = session.run_to_stop()
         assert names(frames)[:2] == ["loop100", "guest_main"]
         session.check(session.value(frames[0], "i"), hit)
-        if session.evaluate(frames[0], "i == 37"):
+        result = session.evaluate(frames[0], "i == 37")
+        unreadable += result is None
+        logged = interpolate("i={i}", FrameEvalContext(session.info, frames[0], session.memory))
+        assert logged == f"i={hit}" or (result is None and "optimized out" in logged)
+        if result:
             matches.append(hit)
-    if not session.optimised:
-        assert matches == [37]
-    else:
-        assert matches in ([37], [])
+    # gcc 12 keeps i readable at every hit at -O2 too; another compiler may not.
+    assert matches == [37] or (session.optimised and unreadable and matches == [])
     session.clear(ids)
 
 
