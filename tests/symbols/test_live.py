@@ -256,3 +256,25 @@ def test_set_variable_in_memory_changes_what_the_guest_computes(session: Session
         assert "inspect=1056 " in output, output
     else:  # -O2 may have loaded arr[2] before the breakpoint's address
         assert "inspect=1056 " in output or "inspect=56 " in output, output
+
+
+def test_scopes_of_an_inlined_copy(session: Session) -> None:
+    ids = session.break_at("scaled_body")
+    frame = session.run_to_stop()[0]
+    chain = session.info.inline_chain(frame.lookup_pc)
+    assert chain[-1].name == "inspect"
+    if chain[0].name != "scaled":
+        # gcc -O2 may put the line's is_stmt row just outside the inlined copy's ranges.
+        assert session.optimised
+        session.clear(ids)
+        return
+    inner = session.info.frame_scopes(frame, session.memory, inline_depth=0)
+    assert sorted(variable.name for variable in inner.arguments) == ["by", "v"]
+    values = {variable.name: variable.value for variable in inner.arguments}
+    session.check(values["v"], 6)  # BLUE
+    session.check(values["by"], 2)
+    outer = session.info.frame_scopes(frame, session.memory, inline_depth=1)
+    assert [variable.name for variable in outer.arguments] == ["p", "count"]
+    assert "product" not in {variable.name for variable in outer.locals}
+    assert session.info.frame_scopes(frame, session.memory, inline_depth=2).arguments == []
+    session.clear(ids)

@@ -30,10 +30,13 @@ class Variables:
 
     # ------------------------------------------------------------------ frames
 
-    def _scope(self, frame: Frame, memory: MemoryFunction
+    def _scope(self, frame: Frame, memory: MemoryFunction, inline_depth: int = 0
                ) -> tuple[list[tuple[str, DIE, bool]], FrameContext | None]:
         """The frame's variable DIEs, innermost scope first, each name once (an inner
-        declaration shadows an outer one), with whether it is an argument."""
+        declaration shadows an outer one), with whether it is an argument.
+
+        `inline_depth` picks the function as `inline_chain` lists them: 0 is the innermost
+        (an inlined copy when the pc is in one), 1 the function it was inlined into ..."""
         pc = frame.lookup_pc
         unit = self.info.unit_at(pc)
         function = unit.function_at(pc) if unit else None
@@ -42,6 +45,13 @@ class Variables:
         chain = unit.scope_chain(function, pc)
         context = FrameContext(pc, dict(frame.regs), memory, frame.cfa, outer=frame.index > 0)
         context.frame_base = self._frame_base(chain[0], context)
+        starts = [0] + [index for index, die in enumerate(chain)
+                        if die.tag == "DW_TAG_inlined_subroutine"]
+        if not 0 <= inline_depth < len(starts):
+            return [], context
+        start = starts[len(starts) - 1 - inline_depth]
+        end = starts[len(starts) - inline_depth] if inline_depth else len(chain)
+        chain = chain[start:end]
         seen: set[str] = set()
         found: list[tuple[str, DIE, bool]] = []
         for depth, scope in enumerate(reversed(chain)):
@@ -56,9 +66,10 @@ class Variables:
                                   child.tag == "DW_TAG_formal_parameter" and outermost))
         return found, context
 
-    def frame_scopes(self, frame: Frame, memory: MemoryFunction) -> FrameScopes:
+    def frame_scopes(self, frame: Frame, memory: MemoryFunction,
+                     inline_depth: int = 0) -> FrameScopes:
         scopes = FrameScopes()
-        found, context = self._scope(frame, memory)
+        found, context = self._scope(frame, memory, inline_depth)
         for name, die, is_argument in found:
             assert context is not None
             variable = Variable(name, self._value(die, context),
@@ -142,9 +153,10 @@ class Variables:
         out.sort(key=lambda variable: variable.name)
         return out
 
-    def lookup(self, frame: Frame | None, name: str, memory: MemoryFunction) -> Variable | None:
+    def lookup(self, frame: Frame | None, name: str, memory: MemoryFunction,
+               inline_depth: int = 0) -> Variable | None:
         if frame is not None:
-            found, context = self._scope(frame, memory)
+            found, context = self._scope(frame, memory, inline_depth)
             for found_name, die, is_argument in found:
                 if found_name == name:
                     assert context is not None
