@@ -11,12 +11,17 @@ import pytest
 from tests.symbols.conftest import SOURCE
 from tests.symbols.markers import marker_line
 from whpx_core.debug.engine import Engine
-from whpx_core.debug.events import Stopped
+from whpx_core.debug.events import Exited, Stopped
 from whpx_core.debug.launch import launch
 from whpx_core.platform.base import Platform
 from whpx_core.platform.registers import Reg
 from whpx_core.symbols import DebugInfo, Frame, FrameEvalContext, Value
-from whpx_core.symbols.expressions import ExpressionError, evaluate, evaluate_value
+from whpx_core.symbols.expressions import (
+    ExpressionError,
+    evaluate,
+    evaluate_value,
+    interpolate,
+)
 
 GPRS = [Reg.RAX, Reg.RBX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RBP, Reg.RSP, Reg.R8,
         Reg.R9, Reg.R10, Reg.R11, Reg.R12, Reg.R13, Reg.R14, Reg.R15, Reg.RIP]
@@ -110,16 +115,19 @@ def test_three_callers_give_three_stacks(session: Session) -> None:
 def test_conditional_breakpoint_i_equals_37(session: Session) -> None:
     ids = session.break_at("loop_body")
     matches = []
+    unreadable = 0
     for hit in range(100):
         frames = session.run_to_stop()
         assert names(frames)[:2] == ["loop100", "guest_main"]
         session.check(session.value(frames[0], "i"), hit)
-        if session.evaluate(frames[0], "i == 37"):
+        result = session.evaluate(frames[0], "i == 37")
+        unreadable += result is None
+        logged = interpolate("i={i}", FrameEvalContext(session.info, frames[0], session.memory))
+        assert logged == f"i={hit}" or (result is None and "optimized out" in logged)
+        if result:
             matches.append(hit)
-    if not session.optimised:
-        assert matches == [37]
-    else:
-        assert matches in ([37], [])
+    # gcc 12 keeps i readable at every hit at -O2 too; another compiler may not.
+    assert matches == [37] or (session.optimised and unreadable and matches == [])
     session.clear(ids)
 
 
@@ -230,3 +238,43 @@ def test_unwinding_garbage_stops_cleanly(session: Session) -> None:
     frames = session.info.unwind({"rip": 0xDEAD0000, "rsp": 0x1000, "rbp": 0x0},
                                  session.memory)
     assert len(frames) == 1 and frames[0].function is None
+
+
+def test_set_variable_in_memory_changes_what_the_guest_computes(session: Session) -> None:
+    ids = session.break_at("inspect_body")
+    frame = session.run_to_stop()[0]
+    element = session.value(frame, "arr").index(2)
+    assert element.writable and element.address is not None and element.register is None
+    session.engine.write_memory(element.address, element.encode(1030), session.vcpu)
+    assert session.value(frame, "arr").index(2).as_int() == 1030
+    session.clear(ids)
+    session.engine.resume()
+    event = session.engine.wait_stop(timeout=60)
+    assert isinstance(event, Exited) and event.exit_code == 0, event
+    output = session.engine.output.decode()
+    if not session.optimised:  # 7 + 11 + arr[2] - 4 + 2 * 6 (see inspect())
+        assert "inspect=1056 " in output, output
+    else:  # -O2 may have loaded arr[2] before the breakpoint's address
+        assert "inspect=1056 " in output or "inspect=56 " in output, output
+
+
+def test_scopes_of_an_inlined_copy(session: Session) -> None:
+    ids = session.break_at("scaled_body")
+    frame = session.run_to_stop()[0]
+    chain = session.info.inline_chain(frame.lookup_pc)
+    assert chain[-1].name == "inspect"
+    if chain[0].name != "scaled":
+        # gcc -O2 may put the line's is_stmt row just outside the inlined copy's ranges.
+        assert session.optimised
+        session.clear(ids)
+        return
+    inner = session.info.frame_scopes(frame, session.memory, inline_depth=0)
+    assert sorted(variable.name for variable in inner.arguments) == ["by", "v"]
+    values = {variable.name: variable.value for variable in inner.arguments}
+    session.check(values["v"], 6)  # BLUE
+    session.check(values["by"], 2)
+    outer = session.info.frame_scopes(frame, session.memory, inline_depth=1)
+    assert [variable.name for variable in outer.arguments] == ["p", "count"]
+    assert "product" not in {variable.name for variable in outer.locals}
+    assert session.info.frame_scopes(frame, session.memory, inline_depth=2).arguments == []
+    session.clear(ids)

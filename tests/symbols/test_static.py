@@ -153,3 +153,15 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not an elf at all")
     with pytest.raises(DebugInfoError, match="not a readable ELF"):
         DebugInfo.open(junk)
+
+
+def test_fast_line_decoder_agrees_with_pyelftools(info: DebugInfo) -> None:
+    from whpx_core.symbols.lines import _decode, _decode_with_pyelftools
+
+    rows = 0
+    for unit in info.units:
+        program = info.dwarf.line_program_for_CU(unit.cu)
+        expected = _decode_with_pyelftools(program)
+        assert _decode(program, unit.cu.structs.address_size) == expected
+        rows += sum(len(sequence) for sequence, _ in expected)
+    assert rows > 100

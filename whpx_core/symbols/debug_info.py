@@ -211,7 +211,12 @@ class DebugInfo:
         return None
 
     def function_named(self, name: str) -> Function | None:
-        for unit in self.units:
+        symbol = self._function_symbols.get(name)
+        if symbol is not None:  # .symtab finds the one CU to index
+            found = self.function_at(symbol[0])
+            if found is not None and found.name == name:
+                return found
+        for unit in self.units:  # static functions that share a name, no .symtab ...
             for function in unit.functions:
                 if function.name == name:
                     return function
@@ -245,15 +250,17 @@ class DebugInfo:
 
         return Variables(self)
 
-    def frame_scopes(self, frame: Frame, memory: MemoryFunction) -> FrameScopes:
-        return self._variables.frame_scopes(frame, memory)
+    def frame_scopes(self, frame: Frame, memory: MemoryFunction,
+                     inline_depth: int = 0) -> FrameScopes:
+        """inline_depth: which of `inline_chain(frame.lookup_pc)` (0 = innermost)."""
+        return self._variables.frame_scopes(frame, memory, inline_depth)
 
     def globals(self, memory: MemoryFunction) -> list[Variable]:
         return self._variables.globals(memory)
 
-    def lookup_variable(self, frame: Frame | None, name: str,
-                        memory: MemoryFunction) -> Variable | None:
-        return self._variables.lookup(frame, name, memory)
+    def lookup_variable(self, frame: Frame | None, name: str, memory: MemoryFunction,
+                        inline_depth: int = 0) -> Variable | None:
+        return self._variables.lookup(frame, name, memory, inline_depth)
 
 
 def _read_symtab(elf: ELFFile) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:

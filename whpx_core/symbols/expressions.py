@@ -67,9 +67,11 @@ __all__ = [
     "PointerType",
     "Unary",
     "VariableContext",
+    "display",
     "evaluate",
     "evaluate_value",
     "format_value",
+    "interpolate",
     "parse",
 ]
 
@@ -883,6 +885,45 @@ def evaluate_value(text_or_expr: str | bytes | Expr, context: EvalContext) -> in
     array element, ``*p``) comes back as its typed `Value`, for display and children."""
     result = _run(text_or_expr, context)
     return result.obj if result.obj is not None else result.bits
+
+
+def display(text_or_expr: str | bytes | Expr, context: EvalContext) -> str:
+    """The value as a person reads it: C values as C (``37``, ``BLUE``, ``0x1000 <sym>``),
+    signed and narrow results in decimal, 64-bit unsigned ones and pointers in hex."""
+    result = _run(text_or_expr, context)
+    if result.obj is not None:
+        return result.obj.format()
+    if isinstance(result.type, IntType) and (result.type.signed or result.type.size < 8):
+        return str(_signed(result.bits) if result.type.signed else result.bits)
+    return f"{result.bits:#x}"
+
+
+def interpolate(message: str, context: EvalContext) -> str:
+    """A logpoint message with every ``{expression}`` replaced by `display` of it; ``{{``
+    and ``}}`` are literal braces. A failing expression becomes ``<error: ...>`` in the
+    text: a logpoint reports, it never stops the guest."""
+    out: list[str] = []
+    index = 0
+    while index < len(message):
+        char = message[index]
+        if char in "{}" and message[index:index + 2] in ("{{", "}}"):
+            out.append(char)
+            index += 2
+            continue
+        if char != "{":
+            out.append(char)
+            index += 1
+            continue
+        end = message.find("}", index + 1)
+        if end < 0:
+            out.append(message[index:])
+            break
+        try:
+            out.append(display(message[index + 1:end], context))
+        except ExpressionError as error:
+            out.append(f"<error: {error}>")
+        index = end + 1
+    return "".join(out)
 
 
 # ------------------------------------------------------------------------ C values

@@ -46,6 +46,7 @@ class FrameContext:
     memory: MemoryFunction
     cfa: int | None = None
     frame_base: int | None = None
+    outer: bool = False  # not frame 0: its registers are unwound copies, not the vCPU's
 
 
 def _signed(value: int) -> int:

@@ -30,31 +30,51 @@ class Variables:
 
     # ------------------------------------------------------------------ frames
 
-    def frame_scopes(self, frame: Frame, memory: MemoryFunction) -> FrameScopes:
-        scopes = FrameScopes()
+    def _scope(self, frame: Frame, memory: MemoryFunction, inline_depth: int = 0
+               ) -> tuple[list[tuple[str, DIE, bool]], FrameContext | None]:
+        """The frame's variable DIEs, innermost scope first, each name once (an inner
+        declaration shadows an outer one), with whether it is an argument.
+
+        `inline_depth` picks the function as `inline_chain` lists them: 0 is the innermost
+        (an inlined copy when the pc is in one), 1 the function it was inlined into ..."""
         pc = frame.lookup_pc
         unit = self.info.unit_at(pc)
         function = unit.function_at(pc) if unit else None
         if unit is None or function is None or self.runner is None:
-            return scopes
+            return [], None
         chain = unit.scope_chain(function, pc)
-        context = FrameContext(pc, dict(frame.regs), memory, frame.cfa)
+        context = FrameContext(pc, dict(frame.regs), memory, frame.cfa, outer=frame.index > 0)
         context.frame_base = self._frame_base(chain[0], context)
+        starts = [0] + [index for index, die in enumerate(chain)
+                        if die.tag == "DW_TAG_inlined_subroutine"]
+        if not 0 <= inline_depth < len(starts):
+            return [], context
+        start = starts[len(starts) - 1 - inline_depth]
+        end = starts[len(starts) - inline_depth] if inline_depth else len(chain)
+        chain = chain[start:end]
         seen: set[str] = set()
-        # Innermost scope first, so an inner declaration shadows an outer one.
+        found: list[tuple[str, DIE, bool]] = []
         for depth, scope in enumerate(reversed(chain)):
             outermost = depth == len(chain) - 1
             for child in scope.iter_children():
                 if child.tag not in _VARIABLE_TAGS:
                     continue
                 name = die_name(child)
-                if not name or name in seen:
-                    continue
-                seen.add(name)
-                is_argument = child.tag == "DW_TAG_formal_parameter" and outermost
-                variable = Variable(name, self._value(child, context),
-                                    "argument" if is_argument else "local")
-                (scopes.arguments if is_argument else scopes.locals).append(variable)
+                if name and name not in seen:
+                    seen.add(name)
+                    found.append((name, child,
+                                  child.tag == "DW_TAG_formal_parameter" and outermost))
+        return found, context
+
+    def frame_scopes(self, frame: Frame, memory: MemoryFunction,
+                     inline_depth: int = 0) -> FrameScopes:
+        scopes = FrameScopes()
+        found, context = self._scope(frame, memory, inline_depth)
+        for name, die, is_argument in found:
+            assert context is not None
+            variable = Variable(name, self._value(die, context),
+                                "argument" if is_argument else "local")
+            (scopes.arguments if is_argument else scopes.locals).append(variable)
         return scopes
 
     def _frame_base(self, subprogram: DIE, context: FrameContext) -> int | None:
@@ -101,6 +121,8 @@ class Variables:
             if size > 8:
                 return Value.optimized(ctype)  # a struct spread over registers: not modelled
             data = (raw & MASK).to_bytes(8, "little")[:size]
+            if context.outer:  # where a callee saved it is not tracked: show, don't write
+                return Value(ctype, data=data, memory=memory)
             return Value(ctype, register=location.register, data=data, memory=memory)
         data = location.data or b""
         size = ctype.byte_size
@@ -131,18 +153,20 @@ class Variables:
         out.sort(key=lambda variable: variable.name)
         return out
 
-    def lookup(self, frame: Frame | None, name: str, memory: MemoryFunction) -> Variable | None:
+    def lookup(self, frame: Frame | None, name: str, memory: MemoryFunction,
+               inline_depth: int = 0) -> Variable | None:
         if frame is not None:
-            scopes = self.frame_scopes(frame, memory)
-            for variable in scopes.locals + scopes.arguments:
-                if variable.name == name:
-                    variable.value.symbols = self.info.symbols
-                    return variable
+            found, context = self._scope(frame, memory, inline_depth)
+            for found_name, die, is_argument in found:
+                if found_name == name:
+                    assert context is not None
+                    return Variable(name, self._value(die, context),
+                                    "argument" if is_argument else "local")
         # Globals: a static of the frame's own compile unit first, then any.
         home = self.info.unit_at(frame.lookup_pc) if frame is not None else None
-        found = [(unit, die) for unit, die in self._global_dies if die_name(die) == name]
-        found.sort(key=lambda item: item[0] is not home)
-        for _, die in found:
+        candidates = [(unit, die) for unit, die in self._global_dies if die_name(die) == name]
+        candidates.sort(key=lambda item: item[0] is not home)
+        for _, die in candidates:
             return Variable(name, self._global_value(die, memory), "global")
         return None
 
