@@ -19,7 +19,14 @@ from dap_whpx.session import DapError, Session
 from whpx_core.debug.engine import BreakpointOptions, HitContext
 from whpx_core.debug.vm_memory import GuestMemoryError
 from whpx_core.platform.registers import Reg
-from whpx_core.symbols.expressions import Expr, ExpressionError, evaluate, evaluate_value, parse
+from whpx_core.symbols.expressions import (
+    Expr,
+    ExpressionError,
+    evaluate,
+    evaluate_value,
+    interpolate,
+    parse,
+)
 
 if TYPE_CHECKING:
     from whpx_core.symbols.debug_info import DebugInfo
@@ -219,36 +226,13 @@ def _parse(text: str, what: str) -> Expr:
         raise DapError(f"{what} '{text}': {error}") from None
 
 
-def _log_parts(message: str) -> list[str | Expr]:
-    """'i is {i}, {{literal}}' -> ['i is ', Expr(i), ', {literal}']."""
-    parts: list[str | Expr] = []
-    text, at = "", 0
-    while at < len(message):
-        char = message[at]
-        if message.startswith("{{", at) or message.startswith("}}", at):
-            text += char
-            at += 2
-            continue
-        if char == "{":
-            end = message.find("}", at)
-            if end < 0:
-                raise DapError(f"log message: '{{' at column {at + 1} is not closed")
-            parts.extend([text, _parse(message[at + 1:end], "log message expression")])
-            text, at = "", end + 1
-            continue
-        text += char
-        at += 1
-    parts.append(text)
-    return [p for p in parts if p != ""]
-
-
-def _format(value: Any) -> str:
-    from whpx_core.symbols.expressions import format_value
-
-    if isinstance(value, int):
-        return format_value(value)
-    with symbols_lock:
-        return value.format()
+def _check_log_message(message: str) -> None:
+    """Parse every {expression} now, so a typo is reported when the logpoint is set."""
+    text = message.replace("{{", "").replace("}}", "")
+    if text.count("{") != text.count("}"):
+        raise DapError("log message: unbalanced '{' / '}' (write '{{' for a brace)")
+    for expression in re.findall(r"\{([^{}]*)\}", text):
+        _parse(expression, "log message expression")
 
 
 def breakpoint_options(session: Session, condition: str | None, hit_condition: str | None,
@@ -269,20 +253,12 @@ def breakpoint_options(session: Session, condition: str | None, hit_condition: s
         hit_expr = _parse(text.replace("$hits", "hits"), "hit condition")
         options["hit_condition"] = lambda count: evaluate(hit_expr, _Hits(count)) != 0
     if log_message:
-        parts = _log_parts(log_message)
+        _check_log_message(log_message)
 
         def log(ctx: HitContext) -> str:
             context = _hit_context_for(session, ctx)
-            out = []
-            for part in parts:
-                if isinstance(part, str):
-                    out.append(part)
-                    continue
-                try:
-                    out.append(_format(evaluate_value(part, context)))
-                except ExpressionError as error:
-                    out.append(f"<{error}>")
-            return "".join(out)
+            with symbols_lock:
+                return interpolate(log_message, context)
 
         options["log"] = log
     return BreakpointOptions(**options)
