@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from dap_whpx.handlers.common import engine_of, hex_address, parse_reference
+from dap_whpx.handlers.common import engine_of, hex_address, parse_reference, with_vm_stopped
 from dap_whpx.protocol.messages import (
     Breakpoint,
     BreakpointLocationsArguments,
@@ -130,6 +130,7 @@ def _options_or_problem(session: Session, bp: Any) -> tuple[Any, str | None]:
 @capability(breakpointModes=MODES, supportsConditionalBreakpoints=True,
             supportsHitConditionalBreakpoints=True, supportsLogPoints=True)
 @request("setBreakpoints", SetBreakpointsArguments)
+@with_vm_stopped
 def set_breakpoints(session: Session, args: SetBreakpointsArguments) -> dict[str, Any]:
     """Source lines through the DWARF line table: each breakpoint goes to the nearest line
     at or after it that has code (every inlined copy / split block of that line)."""
@@ -204,6 +205,7 @@ def resolve_function(session: Session, name: str) -> tuple[int | None, str | Non
 
 @capability(supportsFunctionBreakpoints=True)
 @request("setFunctionBreakpoints", SetFunctionBreakpointsArguments)
+@with_vm_stopped
 def set_function_breakpoints(session: Session,
                              args: SetFunctionBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setFunctionBreakpoints", args)
@@ -219,6 +221,7 @@ def set_function_breakpoints(session: Session,
 
 @capability(supportsInstructionBreakpoints=True)
 @request("setInstructionBreakpoints", SetInstructionBreakpointsArguments)
+@with_vm_stopped
 def set_instruction_breakpoints(session: Session,
                                 args: SetInstructionBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setInstructionBreakpoints", args)
@@ -242,6 +245,7 @@ def set_instruction_breakpoints(session: Session,
     ExceptionBreakpointsFilter(filter=key, label=label).dump()
     for key, (_, label) in EXCEPTION_FILTERS.items()])
 @request("setExceptionBreakpoints", SetExceptionBreakpointsArguments)
+@with_vm_stopped
 def set_exception_breakpoints(session: Session,
                               args: SetExceptionBreakpointsArguments) -> dict[str, Any]:
     engine = engine_of(session)
@@ -290,6 +294,7 @@ def data_breakpoint_info(session: Session, args: DataBreakpointInfoArguments) ->
 
 
 @request("setDataBreakpoints", SetDataBreakpointsArguments)
+@with_vm_stopped
 def set_data_breakpoints(session: Session, args: SetDataBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setDataBreakpoints", args)
     wanted: list[Wanted] = []

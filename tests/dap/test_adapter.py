@@ -181,6 +181,24 @@ def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
             image.symbols["spin_done"]
 
 
+def test_breakpoint_set_while_running_takes_effect_without_a_stop(clients, platform, guests):
+    image = load_elf(guests["spin"])
+    client = spawn(clients)
+    client.start(guests["spin"], cpus=2, stopOnEntry=True, platform=platform.name)
+    patch(client, image, "spin_iterations", 1 << 62)
+    client.request("configurationDone")
+    client.wait_event("stopped")
+    client.request("continue", {"threadId": 1})
+    time.sleep(0.2)
+    (bp,) = client.request("setFunctionBreakpoints", {
+        "breakpoints": [{"name": "spin_loop"}]})["body"]["breakpoints"]
+    assert bp["verified"]
+    body = client.wait_event("stopped", TIMEOUT)["body"]
+    assert body["reason"] == "function breakpoint" and body["hitBreakpointIds"] == [bp["id"]]
+    assert len(client.events_named("stopped")) == 2  # entry, then the breakpoint only
+    assert stopped_rip(client, body["threadId"]) == image.symbols["spin_loop"]
+
+
 def test_disconnect_mid_run_ends_the_adapter_process(clients, platform, guests):
     image = load_elf(guests["spin"])
     client = spawn(clients)

@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from whpx_core.debug import stepping
 from whpx_core.debug.breakpoints import INT1, BreakpointTable
@@ -68,6 +69,17 @@ def _describe_exception(exit_: ExceptionExit) -> str:
     if exit_.cr2 is not None:
         text += f", address {exit_.cr2:#x}"
     return text
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False)
+class _StoppedCall:
+    action: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
 
 
 class EngineError(Exception):
@@ -171,6 +183,7 @@ class Engine:
         self._hit_counts: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._line_step: LineStep | None = None
+        self._stopped_calls: list[_StoppedCall] = []
         self._resume_only: int | None = None  # the scope of the last resume
         self._running = 0  # vCPU threads currently out of the parked state
         self._stopping = False
@@ -327,6 +340,34 @@ class Engine:
     def _require_not_running(self) -> None:
         if self._running:
             raise EngineError("breakpoints can only change while the VM is stopped")
+
+    def run_stopped(self, action: Callable[[], _T], timeout: float = 10.0) -> _T:
+        """Call `action()` with every vCPU stopped and return its result. While the VM
+        runs, it is stopped for this and resumed afterwards, and no stop is reported:
+        what a debugger does when the user sets a breakpoint in a running program."""
+        with self._cond:
+            if not self._running:
+                return action()
+            call = _StoppedCall(action)
+            self._stopped_calls.append(call)
+            self._request_stop_locked()
+        if not call.done.wait(timeout):
+            raise EngineError("the VM did not stop in time to apply the change")
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]
+
+    def _run_stopped_calls(self) -> bool:
+        """At a stop: run the calls waiting for one. True when there were any."""
+        calls, self._stopped_calls = self._stopped_calls, []
+        for call in calls:
+            try:
+                call.result = call.action()
+            except Exception as error:  # handed to the caller's thread
+                call.error = error
+            finally:
+                call.done.set()
+        return bool(calls)
 
     # -- registers and memory ---------------------------------------------------------------
     def get_registers(self, vcpu: int, names: Iterable[Reg]) -> list[RegValue]:
@@ -858,8 +899,12 @@ class Engine:
         stop, self._stop = self._stop, None
         pausing, self._pausing = self._pausing, False
         self._stopping = False
+        applied = self._run_stopped_calls()
         if self._ended is not None:
             self._report_end()
+            return
+        if stop is None and not pausing and applied:
+            self._resume_locked(self._resume_only)  # stopped only to apply a change
             return
         if isinstance(stop, _Silent | _StepArrival):
             self._on_internal_stop(stop)
