@@ -164,7 +164,8 @@ def test_disassemble_around_rip(clients, platform, guests):
     assert int(rows[2]["address"], 16) < rip  # decoded backwards onto real boundaries
 
 
-def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
+def running_spin(clients, platform, guests):
+    """The spin guest on 2 vCPUs, running (for ever, in effect)."""
     image = load_elf(guests["spin"])
     client = spawn(clients)
     client.start(guests["spin"], cpus=2, stopOnEntry=True, platform=platform.name)
@@ -173,6 +174,11 @@ def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
     client.wait_event("stopped")
     client.request("continue", {"threadId": 1})
     time.sleep(0.3)
+    return client, image
+
+
+def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
+    client, image = running_spin(clients, platform, guests)
     client.request("pause", {"threadId": 1})
     body = client.wait_event("stopped", TIMEOUT)["body"]
     assert body["reason"] == "pause" and body["allThreadsStopped"]
@@ -182,14 +188,7 @@ def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
 
 
 def test_breakpoint_set_while_running_takes_effect_without_a_stop(clients, platform, guests):
-    image = load_elf(guests["spin"])
-    client = spawn(clients)
-    client.start(guests["spin"], cpus=2, stopOnEntry=True, platform=platform.name)
-    patch(client, image, "spin_iterations", 1 << 62)
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    client.request("continue", {"threadId": 1})
-    time.sleep(0.2)
+    client, image = running_spin(clients, platform, guests)
     (bp,) = client.request("setFunctionBreakpoints", {
         "breakpoints": [{"name": "spin_loop"}]})["body"]["breakpoints"]
     assert bp["verified"]
