@@ -18,14 +18,29 @@ SOURCE_PATH = str(GUEST_DIR / SOURCE)
 
 
 def objdump_rows(path: Path) -> dict[int, tuple[str, int]]:
-    """address -> (file basename, line) of the last line-table row at that address."""
+    """address -> (file basename, line) that gdb shows for that address: the last
+    line-table row there, or, when that row is not a statement, the last statement row
+    at the same address before it."""
     out = subprocess.run(["objdump", "--dwarf=decodedline", str(path)], capture_output=True,
                          text=True, check=True).stdout
-    rows: dict[int, tuple[str, int]] = {}
+    at: dict[int, list[tuple[str, int, bool]]] = {}
     for text in out.splitlines():
-        match = re.match(r"^(\S+)\s+(\d+)\s+(0x[0-9a-f]+)", text)
+        match = re.match(r"^(\S+)\s+(\d+)\s+(0x[0-9a-f]+)(.*)$", text)
         if match:
-            rows[int(match.group(3), 16)] = (match.group(1), int(match.group(2)))
+            is_stmt = match.group(4).rstrip().endswith("x")
+            at.setdefault(int(match.group(3), 16), []).append(
+                (match.group(1), int(match.group(2)), is_stmt))
+    rows: dict[int, tuple[str, int]] = {}
+    for address, found in at.items():
+        chosen = found[-1]
+        if not chosen[2]:
+            for earlier in reversed(found[:-1]):
+                if earlier[1] == 0:
+                    break
+                if earlier[2]:
+                    chosen = earlier
+                    break
+        rows[address] = chosen[:2]
     return rows
 
 
