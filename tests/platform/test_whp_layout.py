@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 
-from whpx_core.platform.whp import bindings
+from whpx_core.platform.whp import bindings, registers
 
 GCC = "x86_64-w64-mingw32-gcc"
 NM = "x86_64-w64-mingw32-nm"
@@ -63,7 +63,7 @@ def generate_c(b: ModuleType) -> str:
             check(f"sizeof((({name} *)0)->{member}) == {size}", f"sizeof {name}.{member}")
     for name in b.SCALARS:
         check(f"sizeof({name}) == {ffi.sizeof(name)}", f"sizeof {name}")
-    for name, value in b.CONSTANTS.items():
+    for name, value in {**b.CONSTANTS, **registers.CONSTANTS}.items():
         check(f"{name} == {value:#x}", name)
     for name, text in b.FUNCTIONS.items():
         check(f"__builtin_types_compatible_p(__typeof__(&{name}), {_signature(text)})",

@@ -25,6 +25,8 @@ from typing import Any
 
 import cffi
 
+from whpx_core.platform.base import PlatformError
+
 CDEF_TYPES = """
 typedef int32_t HRESULT;
 typedef int32_t WINBOOL;
@@ -46,6 +48,10 @@ typedef uint32_t WHV_TRANSLATE_GVA_RESULT_CODE;
 typedef uint32_t WHV_REGISTER_NAME;
 typedef uint32_t WHV_RUN_VP_EXIT_REASON;
 typedef uint32_t WHV_X64_LOCAL_APIC_EMULATION_MODE;
+
+typedef union WHV_EXTENDED_VM_EXITS {
+    UINT64 AsUINT64;
+} WHV_EXTENDED_VM_EXITS;
 
 typedef union WHV_CAPABILITY {
     WINBOOL HypervisorPresent;
@@ -89,6 +95,14 @@ typedef union WHV_X64_INTERRUPT_STATE_REGISTER {
     UINT64 AsUINT64;
 } WHV_X64_INTERRUPT_STATE_REGISTER;
 
+typedef union WHV_X64_PENDING_INTERRUPTION_REGISTER {
+    UINT64 AsUINT64;
+} WHV_X64_PENDING_INTERRUPTION_REGISTER;
+
+typedef union WHV_X64_DELIVERABILITY_NOTIFICATIONS_REGISTER {
+    UINT64 AsUINT64;
+} WHV_X64_DELIVERABILITY_NOTIFICATIONS_REGISTER;
+
 typedef union WHV_X64_PENDING_DEBUG_EXCEPTION {
     UINT64 AsUINT64;
 } WHV_X64_PENDING_DEBUG_EXCEPTION;
@@ -107,6 +121,8 @@ typedef union WHV_REGISTER_VALUE {
     WHV_X64_SEGMENT_REGISTER Segment;
     WHV_X64_TABLE_REGISTER Table;
     WHV_X64_INTERRUPT_STATE_REGISTER InterruptState;
+    WHV_X64_PENDING_INTERRUPTION_REGISTER PendingInterruption;
+    WHV_X64_DELIVERABILITY_NOTIFICATIONS_REGISTER DeliverabilityNotifications;
     WHV_X64_PENDING_EXCEPTION_EVENT ExceptionEvent;
     WHV_X64_PENDING_DEBUG_EXCEPTION PendingDebugException;
 } WHV_REGISTER_VALUE;
@@ -395,6 +411,15 @@ CONSTANTS: dict[str, int] = {
 
 # Bitfields read through their union's AsUINT* member: (type, field) -> (shift, width).
 BITS: dict[tuple[str, str], tuple[int, int]] = {
+    ("WHV_EXTENDED_VM_EXITS", "X64CpuidExit"): (0, 1),
+    ("WHV_EXTENDED_VM_EXITS", "X64MsrExit"): (1, 1),
+    ("WHV_EXTENDED_VM_EXITS", "ExceptionExit"): (2, 1),
+    ("WHV_X64_PENDING_INTERRUPTION_REGISTER", "InterruptionPending"): (0, 1),
+    ("WHV_X64_PENDING_INTERRUPTION_REGISTER", "InterruptionType"): (1, 3),
+    ("WHV_X64_PENDING_INTERRUPTION_REGISTER", "DeliverErrorCode"): (4, 1),
+    ("WHV_X64_PENDING_INTERRUPTION_REGISTER", "InterruptionVector"): (16, 16),
+    ("WHV_X64_PENDING_INTERRUPTION_REGISTER", "ErrorCode"): (32, 32),
+    ("WHV_X64_DELIVERABILITY_NOTIFICATIONS_REGISTER", "InterruptNotification"): (1, 1),
     ("WHV_X64_INTERRUPT_STATE_REGISTER", "InterruptShadow"): (0, 1),
     ("WHV_X64_PENDING_DEBUG_EXCEPTION", "Breakpoint0"): (0, 1),
     ("WHV_X64_PENDING_DEBUG_EXCEPTION", "Breakpoint3"): (3, 1),
@@ -449,6 +474,15 @@ _keep: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 def failed(hr: int) -> bool:
     return hr < 0
+
+
+class WhpError(PlatformError):
+    """A WHv call failed; the message names the call and its HRESULT."""
+
+
+def check(hr: int, call: str) -> None:
+    if failed(hr):
+        raise WhpError(f"{call} failed (HRESULT {hr & 0xFFFFFFFF:#010x})")
 
 
 def load_dlls() -> tuple[Any, Any]:
