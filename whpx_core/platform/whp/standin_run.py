@@ -31,6 +31,7 @@ def run(vp: StandinVp, ctx: Any, faults: frozenset[str]) -> None:
         _window_exit(vp, ctx)
         return
     host_step = bool(vp.vcpu.get_int(Reg.INTERRUPT_STATE) & INTERRUPT_SHADOW)
+    dr6 = vp.vcpu.get_int(Reg.DR6)
     vp.running = True
     if window:
         vp.vcpu.set_single_step(True)  # one instruction at a time until IF opens
@@ -50,11 +51,14 @@ def run(vp: StandinVp, ctx: Any, faults: frozenset[str]) -> None:
     finally:
         vp.running = False
         if window:
-            vp.vcpu.set_single_step(False)
+            vp.when_idle(lambda: vp.vcpu.set_single_step(False))
     if isinstance(item, CanceledExit):
         vp.cancel_requested = False
     elif host_step and isinstance(item, ExceptionExit) and item.is_single_step:
-        vp.pending_debug |= _SINGLE_STEP  # the trap stays pending, as on WHPX
+        # An intercepted #DB: the trap stays pending and the guest's DR6 untouched, as
+        # on WHPX (Unicorn wrote DR6 when it raised the trap).
+        vp.pending_debug |= _SINGLE_STEP
+        vp.vcpu.set_registers({Reg.DR6: dr6})
     _finish(vp, ctx, item, faults)
 
 

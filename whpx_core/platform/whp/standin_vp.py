@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ class StandinVp:
         self._from_worker: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._worker_busy = False
         self._queued: tuple[str, Any] | None = None
+        self._when_idle: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._loop, name=f"whp-standin-vp{vcpu.index}",
                                         daemon=True)
         self._thread.start()
@@ -80,7 +82,7 @@ class StandinVp:
                 self._to_worker.put(("run", 0))
             message = self._from_worker.get()
         if message[0] == "exit":
-            self._worker_busy = False
+            self._idle()
             if isinstance(message[1], Exception):
                 raise message[1]
         return message
@@ -94,7 +96,7 @@ class StandinVp:
         self._to_worker.put(("answer", value))
         message = self._from_worker.get()
         if message[0] == "exit":
-            self._worker_busy = False
+            self._idle()
             exit_ = message[1]
             if port and isinstance(exit_, CanceledExit):
                 return  # our own pause
@@ -103,6 +105,21 @@ class StandinVp:
                 # and MMIO instructions without one.
                 return
         self._queued = message
+
+    def when_idle(self, action: Callable[[], None]) -> None:
+        """Run `action` once the emulated vCPU is outside run(): now, or when the access
+        it is blocked in has been answered and its run has ended. (Changing its step
+        flag in the middle of a slice would leave the step's TF in the guest.)"""
+        if self._worker_busy:
+            self._when_idle.append(action)
+        else:
+            action()
+
+    def _idle(self) -> None:
+        self._worker_busy = False
+        actions, self._when_idle = self._when_idle, []
+        for action in actions:
+            action()
 
     def close(self) -> None:
         """Let a vCPU blocked in an access finish it (it holds the emulated platform's

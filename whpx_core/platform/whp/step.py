@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from whpx_core.platform.whp.vcpu import WhpVcpu
 
 _PDE = "WHV_X64_PENDING_DEBUG_EXCEPTION"
+RFLAGS_OF = 1 << 11
 _TRAPS = frozenset({Vector.BP, Vector.OF})  # software exceptions that return after INTn
 
 
@@ -42,6 +43,35 @@ class Step:
         self._vcpu = vcpu
         self.armed = False
         self._guest_tf = False
+
+    def software_interrupt(self) -> Exit | None:
+        """Step an INT n / INT3 / INTO / INT1 in software: WHPX cannot intercept vectors
+        32-255, and the CPU enters any handler with TF clear, so run in the guest it
+        would end the step only after the handler returns. Delivered here, the step
+        ends at the handler's first instruction. None when the instruction is another."""
+        vcpu = self._vcpu
+        rip, rflags = vcpu.get_int(Reg.RIP), vcpu.get_int(Reg.RFLAGS)
+        code = self._code(rip)
+        if code[:1] == b"\xcd" and len(code) == 2:
+            event = Event(code[1], rip + 2, software=True)
+        elif code[:1] == b"\xcc":
+            event = Event(Vector.BP, rip + 1, software=True)
+        elif code[:1] == b"\xce" and rflags & RFLAGS_OF:
+            event = Event(Vector.OF, rip + 1, software=True)
+        elif code[:1] == b"\xf1":
+            event = Event(Vector.DB, rip + 1)  # INT1: no gate DPL check
+        else:
+            return None
+        return self._deliver_event(event, rip)
+
+    def _code(self, rip: int) -> bytes:
+        out = b""
+        for va in (rip, rip + 1):
+            gpa = self._vcpu.translate_gva(va)
+            if gpa is None:
+                break
+            out += self._vcpu.partition.read_memory(gpa, 1)
+        return out
 
     def arm(self) -> None:
         vcpu = self._vcpu
@@ -92,12 +122,16 @@ class Step:
             return_rip += vcpu.last_instruction_length()
         if exit_.cr2 is not None:
             vcpu.set_u64({wr.NAMES[Reg.CR2]: exit_.cr2})
+        return self._deliver_event(Event(exit_.vector, return_rip, exit_.error_code,
+                                         software=software and not exit_.is_icebp), exit_.rip)
+
+    def _deliver_event(self, event: Event, rip: int) -> Exit:
+        vcpu = self._vcpu
         partition = vcpu.partition
         view = CpuView(vcpu.get_registers, vcpu.set_registers, partition.read_memory,
                        partition.write_memory)
         try:
-            deliver(view, Event(exit_.vector, return_rip, exit_.error_code,
-                                software=software and not exit_.is_icebp))
+            deliver(view, event)
         except TripleFault:
-            return ShutdownExit(exit_.rip, f"triple fault delivering vector {exit_.vector}")
+            return ShutdownExit(rip, f"triple fault delivering vector {event.vector}")
         return self._stepped()

@@ -135,6 +135,9 @@ class WhpVcpu(Vcpu):
     def _run_once(self) -> Exit | None:
         step = self._step.armed
         if step:
+            done = self._step.software_interrupt()
+            if done is not None:
+                return done
             self._step.arm()
         with self._cond:
             if self._cancel:  # arrived while preparing: no run, no kick needed
