@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from whpx_core.platform.exits import CanceledExit, ExceptionExit, Exit, Vector
-from whpx_core.platform.registers import INTERRUPT_SHADOW, RFLAGS_IF, Reg
+from whpx_core.platform.registers import INTERRUPT_SHADOW, RFLAGS_IF, RFLAGS_TF, Reg
 from whpx_core.platform.whp.bindings import ExitReason, Hr, failed, ffi
 from whpx_core.platform.whp.standin_values import encode_exit
 from whpx_core.platform.whp.standin_vp import Access, StandinVp
@@ -30,11 +30,14 @@ def run(vp: StandinVp, ctx: Any, faults: frozenset[str]) -> None:
     if window and _window_open(vp):
         _window_exit(vp, ctx)
         return
-    host_step = bool(vp.vcpu.get_int(Reg.INTERRUPT_STATE) & INTERRUPT_SHADOW)
-    dr6 = vp.vcpu.get_int(Reg.DR6)
+    state, rflags, dr6 = vp.vcpu.get_registers((Reg.INTERRUPT_STATE, Reg.RFLAGS, Reg.DR6))
+    # The seed's step (TF and an interrupt shadow set by the host): hardware traps after
+    # one instruction with DR6 as the guest left it. Unicorn's raw TF path hides DR6.BS
+    # during the instruction, its step primitive does not: use that one.
+    host_step = bool(int(state) & INTERRUPT_SHADOW and int(rflags) & RFLAGS_TF)
     vp.running = True
-    if window:
-        vp.vcpu.set_single_step(True)  # one instruction at a time until IF opens
+    if window or host_step:
+        vp.vcpu.set_single_step(True)  # one instruction at a time
     try:
         while True:
             kind, item = vp.resume()
@@ -50,7 +53,7 @@ def run(vp: StandinVp, ctx: Any, faults: frozenset[str]) -> None:
             break
     finally:
         vp.running = False
-        if window:
+        if window or host_step:
             vp.when_idle(lambda: vp.vcpu.set_single_step(False))
     if isinstance(item, CanceledExit):
         vp.cancel_requested = False
