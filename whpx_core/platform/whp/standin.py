@@ -232,12 +232,13 @@ class StandinApi:
         numbers = [int(names[i]) for i in range(count)]
         regs = [REGS[n] for n in numbers if n in REGS]
         read = dict(zip(regs, vp.vcpu.get_registers(regs), strict=True))
-        for i, number in enumerate(numbers):
+        slots = list(range(count))
+        if "register-order" in self.faults:
+            slots.reverse()  # values written back in the wrong order: an index mix-up
+        for i, number in zip(slots, numbers, strict=True):
             ffi.memmove(ffi.addressof(values[i]), b"\0" * 16, 16)
             if number in REGS:
                 value = read[REGS[number]]
-                if "rflags" in self.faults and REGS[number] is Reg.RFLAGS:
-                    value = int(value) ^ 0x40  # ZF flipped on the way to the backend
                 to_value(values[i], REGS[number], value)
             elif number == _PENDING_DEBUG:
                 values[i].Reg64 = vp.pending_debug
