@@ -44,6 +44,9 @@ _probed = {name: _probe(name) for name in PLATFORMS}
 @pytest.fixture(params=PLATFORMS)
 def platform(request: pytest.FixtureRequest) -> Platform:
     found = _probed[request.param]
+    if request.param == "whp-standin" and "dap" in request.node.path.parts:
+        pytest.skip("whp-standin exists only in this process; the adapter under test picks "
+                    "its platform by name in its own")
     if isinstance(found, str):
         _status[request.param] = f"skipped: {found}"
         pytest.skip(found)
