@@ -396,6 +396,33 @@ class TranslateFlags(enum.IntFlag):
     WHvTranslateGvaFlagPrivilegeExempt = 0x8
 
 
+class ExceptionType(enum.IntEnum):
+    """The vectors the exception exit bitmap accepts (WHV_EXCEPTION_TYPE)."""
+
+    WHvX64ExceptionTypeDivideErrorFault = 0x0
+    WHvX64ExceptionTypeDebugTrapOrFault = 0x1
+    WHvX64ExceptionTypeBreakpointTrap = 0x3
+    WHvX64ExceptionTypeOverflowTrap = 0x4
+    WHvX64ExceptionTypeBoundRangeFault = 0x5
+    WHvX64ExceptionTypeInvalidOpcodeFault = 0x6
+    WHvX64ExceptionTypeDeviceNotAvailableFault = 0x7
+    WHvX64ExceptionTypeDoubleFaultAbort = 0x8
+    WHvX64ExceptionTypeInvalidTaskStateSegmentFault = 0x0A
+    WHvX64ExceptionTypeSegmentNotPresentFault = 0x0B
+    WHvX64ExceptionTypeStackFault = 0x0C
+    WHvX64ExceptionTypeGeneralProtectionFault = 0x0D
+    WHvX64ExceptionTypePageFault = 0x0E
+    WHvX64ExceptionTypeFloatingPointErrorFault = 0x10
+    WHvX64ExceptionTypeAlignmentCheckFault = 0x11
+    WHvX64ExceptionTypeMachineCheckAbort = 0x12
+    WHvX64ExceptionTypeSimdFloatingPointFault = 0x13
+
+
+class PendingInterruptionType(enum.IntEnum):
+    WHvX64PendingInterrupt = 0
+    WHvX64PendingException = 3
+
+
 class ApicMode(enum.IntEnum):
     WHvX64LocalApicEmulationModeNone = 0
     WHvX64LocalApicEmulationModeXApic = 1
@@ -405,7 +432,7 @@ class ApicMode(enum.IntEnum):
 CONSTANTS: dict[str, int] = {
     m.name: int(m)
     for e in (CapabilityCode, PropertyCode, ExitReason, MapFlags, TranslateResult,
-              TranslateFlags, ApicMode)
+              TranslateFlags, ApicMode, ExceptionType, PendingInterruptionType)
     for m in e
 }
 

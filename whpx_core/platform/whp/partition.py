@@ -20,8 +20,7 @@ from whpx_core.platform.whp import bindings as wb
 from whpx_core.platform.whp.bindings import PropertyCode, check, ffi
 from whpx_core.platform.whp.vcpu import WhpVcpu
 
-# WHV_EXCEPTION_TYPE: the vectors the ExceptionExitBitmap accepts.
-EXCEPTION_TYPES = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19})
+EXCEPTION_TYPES = frozenset(int(v) for v in wb.ExceptionType)
 MAX_VCPUS = 64
 ENABLE_HINT = ("enable the Windows feature 'Windows Hypervisor Platform' (in an "
                "administrator PowerShell: Enable-WindowsOptionalFeature -Online "

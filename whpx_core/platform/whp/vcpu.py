@@ -23,7 +23,15 @@ from whpx_core.platform.base import Vcpu
 from whpx_core.platform.exits import CanceledExit, Exit, HaltExit, InternalErrorExit
 from whpx_core.platform.registers import INTERRUPT_SHADOW, RFLAGS_IF, Reg, RegValue
 from whpx_core.platform.whp import registers as wr
-from whpx_core.platform.whp.bindings import ExitReason, aligned_new, bit, check, ffi, with_bit
+from whpx_core.platform.whp.bindings import (
+    ExitReason,
+    PendingInterruptionType,
+    aligned_new,
+    bit,
+    check,
+    ffi,
+    with_bit,
+)
 from whpx_core.platform.whp.emulator import Emulator
 from whpx_core.platform.whp.exits import final_exit
 from whpx_core.platform.whp.step import Step
@@ -228,7 +236,7 @@ class WhpVcpu(Vcpu):
         if self._pending_exception is not None:
             vector, error_code = self._pending_exception
             self._pending_exception = None
-            self._write_pending(vector, error_code, kind=3)  # 3: hardware exception
+            self._write_pending(vector, error_code, PendingInterruptionType.WHvX64PendingException)
             return
         if not self._irqs or self._step.armed:
             return  # a step holds interrupts off (the seed's interrupt shadow)
@@ -238,7 +246,7 @@ class WhpVcpu(Vcpu):
             with self._cond:
                 vector = max(self._irqs)  # the APIC serves the highest vector first
                 self._irqs.discard(vector)
-            self._write_pending(vector, None, kind=0)  # 0: external interrupt
+            self._write_pending(vector, None, PendingInterruptionType.WHvX64PendingInterrupt)
         else:
             notify = with_bit("WHV_X64_DELIVERABILITY_NOTIFICATIONS_REGISTER",
                               "InterruptNotification", 0, 1)
