@@ -81,3 +81,34 @@ def test_a_broken_marshalled_value_fails_the_suite(fault: str) -> None:
     failed = re.search(r"(\d+) failed", summary)
     assert result.returncode == 1 and failed and int(failed[1]) > 0, result.stdout[-3000:]
     assert f"fault injected: {fault}" in result.stdout  # the summary says what ran
+
+
+def test_a_symmetric_marshalling_bug_in_the_backend_is_caught(tmp_path: Path) -> None:
+    """The stand-in unmarshals with its own code (standin_values.py), so a backend bug
+    that its own load/store would undo, table base and limit swapped both ways, still
+    fails the suite. Run in a temporary copy of the project with the bug planted."""
+    import shutil
+
+    copy = tmp_path / "project"
+    for name in ("whpx_core", "tests", "pyproject.toml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "node_modules"))
+        else:
+            shutil.copy(source, copy / name)
+    registers = copy / "whpx_core/platform/whp/registers.py"
+    text = registers.read_text()
+    store = "slot.Table.Base, slot.Table.Limit = value.base, value.limit"
+    load = "return Table(slot.Table.Base, slot.Table.Limit)"
+    assert store in text and load in text
+    registers.write_text(text.replace(store, "slot.Table.Base, slot.Table.Limit = "
+                                             "value.limit, value.base")
+                         .replace(load, "return Table(slot.Table.Limit, slot.Table.Base)"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
+         "whp-standin", "tests/platform/test_platform_contract.py"],
+        cwd=copy, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "1 failed" in result.stdout.splitlines()[-1]
+    assert str(copy / "whpx_core") in result.stdout  # the copy with the bug ran
