@@ -110,5 +110,7 @@ def test_a_symmetric_marshalling_bug_in_the_backend_is_caught(tmp_path: Path) ->
          "whp-standin", "tests/platform/test_platform_contract.py"],
         cwd=copy, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stdout[-3000:]
-    assert "1 failed" in result.stdout.splitlines()[-1]
+    # -x: one test fails (or errors in its setup, where the registers are first set).
+    assert re.search(r"\b1 (failed|error)\b", result.stdout.splitlines()[-1]), \
+        result.stdout[-3000:]
     assert str(copy / "whpx_core") in result.stdout  # the copy with the bug ran
