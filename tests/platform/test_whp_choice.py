@@ -61,3 +61,16 @@ def test_elsewhere_whp_is_unavailable_with_the_reason() -> None:
 def test_the_capability_query_crosses_the_c_boundary() -> None:
     assert partition.hypervisor_present(StandinApi())
     assert not partition.hypervisor_present(_NoHypervisor())
+
+
+def test_run_on_simulated_windows_boots_the_guest_on_whp(windows, guests, capsys) -> None:
+    """`python -m whpx_core run` with the default `auto`, the WHv functions answered by
+    the stand-in: the hello guest runs to its exit code through the WHPX backend."""
+    from whpx_core import cli
+
+    windows.setattr(partition, "DllApi", StandinApi)
+    code = cli.main(["run", str(guests["hello"])])
+    out, err = capsys.readouterr()
+    assert "platform: whp over the Linux stand-in" in err
+    assert out == "Hello from dap-whpx guest!\n"
+    assert code == 42
