@@ -40,7 +40,12 @@ def _whp() -> Platform:
     if sys.platform != "win32":
         raise PlatformUnavailable(
             "WHPX needs Windows with the Windows Hypervisor Platform feature enabled")
-    raise PlatformUnavailable("the WHPX backend is not part of this build yet")
+    from whpx_core.platform.whp.partition import WhpPlatform
+
+    reason = WhpPlatform.probe()  # the capability query: is the hypervisor present?
+    if reason:
+        raise PlatformUnavailable(f"WHPX unavailable: {reason}")
+    return WhpPlatform()
 
 
 def prepare_main_thread() -> None:
