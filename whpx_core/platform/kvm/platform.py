@@ -27,11 +27,11 @@ from whpx_core.platform.base import (
     PlatformError,
     PlatformUnavailable,
 )
+from whpx_core.platform.clock import MonotonicClock
 from whpx_core.platform.emulated.debug_registers import NO_SLOTS, validate_slots
 from whpx_core.platform.exits import Vector
 from whpx_core.platform.kvm import bindings as kb
 from whpx_core.platform.kvm.bindings import ffi
-from whpx_core.platform.kvm.clock import MonotonicClock
 from whpx_core.platform.kvm.fds import KVM_DEVICE, CData, KvmSystem
 from whpx_core.platform.kvm.vcpu import KICK_SIGNAL, KvmVcpu
 from whpx_core.platform.ram import GuestRam
@@ -138,7 +138,7 @@ class KvmPartition(Partition):
             install_kick_handler()
         self.kick_signal = kick_signal
         self.vcpu_count = vcpu_count
-        self.clock = MonotonicClock()
+        self.clock = MonotonicClock("kvm-timer")
         self.intercepts: frozenset[int] = frozenset()
         self.hw_slots: tuple[HwBreakpoint | None, ...] = NO_SLOTS  # the debugger's DR0-3
         self.hw_slots_used = 0  # how many of them are set

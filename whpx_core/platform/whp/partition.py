@@ -7,14 +7,13 @@ with the same C signatures. Everything above `api` is the same code in both case
 
 from __future__ import annotations
 
-import importlib.util
 import mmap
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from whpx_core.platform.base import Capabilities, Clock, Partition, Platform, PlatformError
+from whpx_core.platform.clock import MonotonicClock
 from whpx_core.platform.ram import GuestRam
 from whpx_core.platform.whp import bindings as wb
 from whpx_core.platform.whp.bindings import PropertyCode, check, ffi
@@ -41,21 +40,10 @@ class DllApi:
         return "whp (Windows Hypervisor Platform, WinHvPlatform.dll)"
 
     def clock(self, partition: Any) -> Clock:
-        return _monotonic_clock()
+        return MonotonicClock("whp-timer")
 
     def memory_written(self, partition: Any, gpa: int, size: int) -> None:
         """Nothing to do: hardware caches no translated guest code (the stand-in does)."""
-
-
-def _monotonic_clock() -> Clock:
-    """Host time, as the KVM backend uses. Loaded from its file: importing the kvm package
-    would load libc bindings that do not exist on Windows."""
-    path = Path(__file__).resolve().parent.parent / "kvm" / "clock.py"
-    spec = importlib.util.spec_from_file_location("whpx_core.platform._host_clock", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.MonotonicClock("whp-timer")
 
 
 def hypervisor_present(api: Any) -> bool:

@@ -29,7 +29,7 @@ class _Timer:
 
 
 class MonotonicClock(Clock):
-    def __init__(self, name: str = "kvm-timer") -> None:
+    def __init__(self, name: str = "host-timer") -> None:
         self._name = name
         self._heap: list[tuple[int, int, _Timer]] = []
         self._seq = itertools.count()  # ties on the deadline keep insertion order
