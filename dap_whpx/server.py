@@ -8,8 +8,11 @@ to the event loop; everything is written by one writer task, in order.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
+import math
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -18,7 +21,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -51,17 +53,23 @@ class ProtocolLog:
 
 
 async def run_session(receive: Receive, write: Write, protocol_log: ProtocolLog) -> None:
-    send_stream, receive_stream = anyio.create_memory_object_stream[bytes](4096)
-    token = anyio.lowlevel.current_token()
-    loop_thread = threading.get_ident()
+    send_stream, receive_stream = anyio.create_memory_object_stream[bytes](math.inf)
+    loop = asyncio.get_running_loop()  # anyio.run's default backend
+
+    def put(data: bytes) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError):
+            send_stream.send_nowait(data)
 
     def send(message: dict[str, Any]) -> None:
+        """Queue a message on the event loop, from any thread, without waiting for the
+        loop: the engine-event thread sends while holding the session lock, and the loop
+        may be waiting for that lock to handle a request (waiting here deadlocked). Every
+        send is made under the session lock and queued in that order, so a response
+        still goes out before the events its request caused."""
         protocol_log.record("out", message)
         data = encode(message)
-        if threading.get_ident() == loop_thread:  # a response: handlers run on the loop
-            send_stream.send_nowait(data)
-        else:  # an event from the engine's thread
-            anyio.from_thread.run_sync(send_stream.send_nowait, data, token=token)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the session is over
+            loop.call_soon_threadsafe(put, data)
 
     session = Session(send)
     decoder = FrameDecoder()
