@@ -7,7 +7,7 @@ through its multiboot header (tests/guests/multiboot.S). Ours is the engine API 
 platform present (emulated; kvm, which is kvm_pvm here); theirs is Debian's QEMU with TCG
 and with -accel kvm, its gdbstub on loopback, driven by Debian's gdb through its Python API
 (bench/qemu_compare/gdb_driver.py). Like is compared with like: emulated against TCG, kvm
-against QEMU's kvm. Writes bench/results/vs_qemu.{json,md,png} (not in --quick mode).
+against QEMU's kvm. Writes bench/results/vs_qemu.{json,md,png} (--quick: only with --out).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import platforms_present
+from common import RESULTS, platforms_present
 from qemu_compare import guest, ours, peer, report
 from qemu_compare.plan import FULL, HUGE, QUICK, Sizes
 
@@ -127,6 +127,13 @@ def peer_rows(p: peer.Peer, elf: Path, sizes: Sizes, table: dict) -> None:
         table["breakpoint costs"][system] = {
             count: [_safe(lambda c=count: _costs(p, hot, c, free, timeout))
                     for _ in range(runs)] for count in sizes.breakpoint_counts}
+    if not fast and not sizes.all_kvm_peer_rows:
+        skip = {"not available": "skipped in --quick (each QEMU boot on kvm_pvm takes seconds)"}
+        for key in ("next", "run alone (s)", "run attached (s)"):
+            table[key][system] = skip
+        table["pushf image"][system] = _safe(
+            lambda: peer.run_gdb(p, elf, "pushf", {"hardware": hw}, timeout)["pushed image"])
+        return
     log(f"{system}: next over the long line (capped at {sizes.next_timeout:.0f} s)")
     start = guest.long_line_ranges(elf)[0][0]
     table["next"][system] = _next(p, line, start, hw, sizes.next_timeout)
@@ -181,6 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--runs", type=int, help="repetitions per cell (default 3; quick 1)")
+    parser.add_argument("--out", type=Path, help="where to write vs_qemu.{json,md,png} "
+                        "(default bench/results; --quick writes them only when given)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.runs:
@@ -209,8 +218,8 @@ def main() -> None:
     dap_rows(platforms, sizes, table)
     results = report.assemble(sizes, systems, skipped, table)
     print(report.markdown(results))
-    if not args.quick:
-        for path in report.save(results):
+    if args.out or not args.quick:
+        for path in report.save(results, args.out or RESULTS):
             print(f"saved {path}")
 
 
