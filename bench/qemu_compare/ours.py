@@ -43,9 +43,10 @@ def steps(platform: Platform, elf: Path, count: int) -> float:
         engine.close()
 
 
-def hits(platform: Platform, elf: Path, count: int, others: int, free_ram: int) -> float:
+def hits(platform: Platform, elf: Path, count: int, others: int, free_ram: int,
+         cpus: int = 1) -> float:
     image = load_elf(elf)
-    engine = launch(platform, image)
+    engine = launch(platform, image, cpus=cpus)
     try:
         for i in range(others):
             engine.add_breakpoint(free_ram + 16 * i)

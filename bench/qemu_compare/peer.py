@@ -96,7 +96,8 @@ def run_alone(peer: Peer, elf: Path, timeout: float) -> float:
     return elapsed
 
 
-def run_gdb(peer: Peer, elf: Path, scenario: str, params: dict, timeout: float) -> dict:
+def run_gdb(peer: Peer, elf: Path, scenario: str, params: dict, timeout: float,
+            cpus: int = 1) -> dict:
     """Run one gdb_driver scenario; returns its JSON, with "timed out" set when gdb was
     still busy after `timeout` seconds (the partial results are kept)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +106,7 @@ def run_gdb(peer: Peer, elf: Path, scenario: str, params: dict, timeout: float) 
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"elf": str(elf), "port": port, "scenario": scenario,
                                       "params": params, "result": str(result)}))
-        qemu = subprocess.Popen(qemu_command(peer, elf, Path(tmp) / "serial", port),
+        qemu = subprocess.Popen(qemu_command(peer, elf, Path(tmp) / "serial", port, cpus),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             # No wait for QEMU to listen: gdb's `target remote` retries a refused
