@@ -23,8 +23,6 @@ from common import RESULTS, platforms_present
 from qemu_compare import guest, ours, peer, report
 from qemu_compare.plan import FULL, HUGE, QUICK, Sizes
 
-from whpx_core.debug.engine import Engine
-
 Cell = dict[str, object]
 
 
@@ -70,12 +68,12 @@ def ours_rows(name: str, platform, elf: Path, sizes: Sizes, table: dict) -> None
                 for _ in range(runs)] for count in sizes.breakpoint_counts}
     log(f"{system}: next over the long line")
     ranges = guest.long_line_ranges(elf)
-    if hasattr(Engine, "step_range"):
+    if ours.line_stepping_available():
         table["next"][system] = measure(
             lambda: ours.next_over_line(platform, line, ranges), runs)
     else:
-        table["next"][system] = {"not available": "engine.step_range is not on this "
-                                 "branch yet (line stepping is being added)"}
+        table["next"][system] = {"not available": "the engine has no line stepping "
+                                 "(step_range / step_line) on this branch yet"}
     log(f"{system}: run speed, pushf")
     work = guest.patched(elf, {"qb_hot_iterations": sizes.run_fast if fast else sizes.run_slow,
                                "qb_line_iterations": 0})
