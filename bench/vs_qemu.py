@@ -39,6 +39,17 @@ def measure(fn: Callable[[], float], runs: int) -> Cell:
         return {"failed": str(error)[:300]}
 
 
+def measure_pair(first: Callable[[], float], second: Callable[[], float], runs: int
+                 ) -> tuple[Cell, Cell]:
+    """Alternating runs, so that load from other users of the machine falls on both."""
+    try:
+        pairs = [(first(), second()) for _ in range(runs)]
+    except Exception as error:
+        print(f"    failed: {error}", file=sys.stderr)
+        return {"failed": str(error)[:300]}, {"failed": str(error)[:300]}
+    return spread([a for a, _ in pairs]), spread([b for _, b in pairs])
+
+
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
@@ -77,8 +88,8 @@ def ours_rows(name: str, platform, elf: Path, sizes: Sizes, table: dict) -> None
     log(f"{system}: run speed, pushf")
     work = guest.patched(elf, {"qb_hot_iterations": sizes.run_fast if fast else sizes.run_slow,
                                "qb_line_iterations": 0})
-    table["run alone (s)"][system] = measure(lambda: ours.run_alone(platform, work), runs)
-    table["run attached (s)"][system] = measure(lambda: ours.run_attached(platform, work), runs)
+    table["run alone (s)"][system], table["run attached (s)"][system] = measure_pair(
+        lambda: ours.run_alone(platform, work), lambda: ours.run_attached(platform, work), runs)
     table["pushf image"][system] = _safe(lambda: ours.pushf_image(platform, elf))
 
 
@@ -149,9 +160,8 @@ def peer_rows(p: peer.Peer, elf: Path, sizes: Sizes, table: dict) -> None:
     idle = guest.patched(elf, {"qb_hot_iterations": 0, "qb_line_iterations": 0})
     # QEMU's start-up (BIOS, option ROM) is in every run: the guest's work is the
     # difference between the sized run and an empty one, measured back to back.
-    table["run alone (s)"][system] = measure(
-        lambda: peer.run_alone(p, work, timeout) - peer.run_alone(p, idle, timeout), runs)
-    table["run attached (s)"][system] = measure(
+    table["run alone (s)"][system], table["run attached (s)"][system] = measure_pair(
+        lambda: peer.run_alone(p, work, timeout) - peer.run_alone(p, idle, timeout),
         lambda: gdb(work, "run", "run (s)") - gdb(idle, "run", "run (s)"), runs)
     table["pushf image"][system] = _safe(
         lambda: peer.run_gdb(p, elf, "pushf", {"hardware": hw}, timeout)["pushed image"])

@@ -128,7 +128,9 @@ def markdown(results: dict) -> str:
             ratio = targets.get(metric, {}).get(f"{mine} vs {theirs}")
             ratio_text = ""
             if ratio:
-                ratio_text = ("≥ " if ratio["at least"] else "") + f"{ratio['ratio']:.1f}x"
+                value = ratio["ratio"]
+                ratio_text = ("≥ " if ratio["at least"] else "") + \
+                    (f"{value:,.1f}x" if value >= 1 else f"{value:.2g}x")
                 if ratio["target"]:
                     target = f"{ratio['target']:g}x"
                     if not ratio["met"]:
