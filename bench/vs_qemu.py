@@ -79,12 +79,7 @@ def ours_rows(name: str, platform, elf: Path, sizes: Sizes, table: dict) -> None
                 for _ in range(runs)] for count in sizes.breakpoint_counts}
     log(f"{system}: next over the long line")
     ranges = guest.long_line_ranges(elf)
-    if ours.line_stepping_available():
-        table["next"][system] = measure(
-            lambda: ours.next_over_line(platform, line, ranges), runs)
-    else:
-        table["next"][system] = {"not available": "the engine has no line stepping "
-                                 "(step_range / step_line) on this branch yet"}
+    table["next"][system] = measure(lambda: ours.next_over_line(platform, line, ranges), runs)
     log(f"{system}: run speed, pushf")
     work = guest.patched(elf, {"qb_hot_iterations": sizes.run_fast if fast else sizes.run_slow,
                                "qb_line_iterations": 0})

@@ -100,37 +100,28 @@ def breakpoint_costs(platform: Platform, elf: Path, count: int, free_ram: int
 
 def next_over_line(platform: Platform, elf: Path, ranges: list[tuple[int, int]]
                    ) -> float:
-    """Seconds for one `next` over the long line, through the engine's line stepping:
-    `step_range(vcpu, ranges, over_calls=True)` if the engine has it, else `step_line`
-    (what main has: next by line from the program's DWARF)."""
+    """Seconds for one `next` over the long line, through the engine's line stepping
+    (engine.step_line over the program's DWARF)."""
+    from whpx_core.debug.line_step import StepKind
+    from whpx_core.debug.source_steps import DebugInfoSteps
+    from whpx_core.symbols.debug_info import DebugInfo
+
     image = load_elf(elf)
     engine = launch(platform, image)
     try:
         _run_to(engine, ranges[0][0])
-        if hasattr(engine, "step_range"):
-            started = time.perf_counter()
-            stop = engine.step_range(0, [list(r) for r in ranges], over_calls=True)
-        else:
-            from whpx_core.debug.line_step import StepKind
-            from whpx_core.debug.source_steps import DebugInfoSteps
-            from whpx_core.symbols.debug_info import DebugInfo
-
-            steps = DebugInfoSteps(DebugInfo.open(elf))
-            # gdb has read this line table already (to set the breakpoint on the line).
-            steps.line_ranges(ranges[0][0])
-            started = time.perf_counter()
-            engine.step_line(0, StepKind.OVER, steps)
-            stop = engine.wait_stop(1200)
+        steps = DebugInfoSteps(DebugInfo.open(elf))
+        # gdb has read this line table already (to set the breakpoint on the line).
+        steps.line_ranges(ranges[0][0])
+        started = time.perf_counter()
+        engine.step_line(0, StepKind.OVER, steps)
+        stop = engine.wait_stop(1200)
         elapsed = time.perf_counter() - started
         if not isinstance(stop, Stopped) or any(lo <= stop.rip < hi for lo, hi in ranges):
             raise RuntimeError(f"next over the long line ended with {stop}")
         return elapsed
     finally:
         engine.close()
-
-
-def line_stepping_available() -> bool:
-    return hasattr(Engine, "step_range") or hasattr(Engine, "step_line")
 
 
 def run_alone(platform: Platform, elf: Path) -> float:
