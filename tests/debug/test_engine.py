@@ -207,6 +207,34 @@ def test_hardware_write_watchpoint_stops_after_the_write(engines, platform, gues
     assert engine.wait_stop(TIMEOUT).exit_code == 0
 
 
+def test_a_stop_just_before_the_guest_exits_is_reported_before_the_exit(platform, guests):
+    """Each vCPU's last write to smp_done is a watchpoint stop; vCPU 0 exits the guest as
+    soon as it sees both, and may do so before the cancel of the other's stop reaches it.
+    The stop came first: it is reported, then the exit (it was lost, 1 run in ~20)."""
+    if not platform.capabilities().hardware_watchpoints:
+        pytest.skip(f"{platform.name}: data watchpoints do not fire here (measured)")
+    image = load_elf(guests["smp"])
+    for _ in range(30):
+        engine = launch(platform, image, cpus=2)
+        try:
+            patch(engine, image, "smp_iterations", 200)
+            start_bp = engine.add_breakpoint(image.symbols["guest_main"])
+            engine.resume()
+            engine.wait_stop(TIMEOUT)
+            engine.remove_breakpoint(start_bp.id)
+            engine.add_hardware_breakpoint(image.symbols["smp_done"], "write", 4)
+            writers = []
+            while True:
+                engine.resume()
+                event = engine.wait_stop(TIMEOUT)
+                if isinstance(event, Exited):
+                    break
+                writers.append(event.vcpu)
+            assert event.exit_code == 0 and sorted(writers) == [0, 1], writers
+        finally:
+            engine.close()
+
+
 def test_hardware_slots_are_limited_and_validated(engines, platform, guests):
     from whpx_core.debug.engine import EngineError
 

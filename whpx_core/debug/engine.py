@@ -407,8 +407,23 @@ class Engine:
         """Continue every vCPU (or only vCPU `only`, the others staying halted). Returns
         at once; the stop arrives as an event."""
         with self._cond:
+            if self._report_after_end() is not None:
+                return
             self._require_stopped()
             self._resume_locked(only)
+
+    def _report_after_end(self) -> Stopped | Exited | None:
+        """The VM ended while stopping for a stop that came first (a vCPU hit a breakpoint
+        just before another one wrote the exit port): that stop was reported, and now
+        any other caught meanwhile, then the end. Returns what was reported."""
+        if self._ended is None or self._running or self._exited_reported:
+            return None
+        for t in self._threads:
+            stop, t.pending = t.pending, None
+            if isinstance(stop, Stopped):
+                self._emit(stop)
+                return stop
+        return self._report_end()
 
     def _resume_locked(self, only: int | None) -> None:
         self._resume_only = only
@@ -455,6 +470,8 @@ class Engine:
         unless `single_thread`; a user breakpoint hit meanwhile (on any vCPU) is reported
         instead and ends the step, as does `pause`."""
         with self._cond:
+            if self._report_after_end() is not None:
+                return
             self._require_stopped()
             t = self._threads[vcpu]
             if t.pending is not None and isinstance(t.pending, Stopped):
@@ -581,6 +598,8 @@ class Engine:
         """Execute one instruction of one vCPU with the others halted; returns (and
         emits) the resulting stop."""
         with self._cond:
+            if (reported := self._report_after_end()) is not None:
+                return reported
             self._require_stopped()
             t = self._threads[vcpu]
             if t.pending is not None:
@@ -901,7 +920,10 @@ class Engine:
         self._stopping = False
         applied = self._run_stopped_calls()
         if self._ended is not None:
-            self._report_end()
+            if isinstance(stop, Stopped):
+                self._emit(stop)  # it came first; the end is reported at the next resume
+            else:
+                self._report_end()
             return
         if stop is None and not pausing and applied:
             self._resume_locked(self._resume_only)  # stopped only to apply a change
