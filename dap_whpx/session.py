@@ -76,6 +76,8 @@ class VariableHandles:
 
     _next: int = 1
     _items: dict[int, Any] = field(default_factory=dict)
+    # Facts about the current stop (unwound frames per vCPU), dropped with the handles.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def add(self, item: Any) -> int:
         ref = self._next
@@ -90,6 +92,7 @@ class VariableHandles:
 
     def clear(self) -> None:
         self._items.clear()
+        self.cache.clear()
 
 
 class Session:

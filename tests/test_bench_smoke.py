@@ -11,7 +11,8 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["spin_speed.py", "engine_speed.py", "dap_latency.py"])
+@pytest.mark.parametrize("script", ["spin_speed.py", "engine_speed.py", "dap_latency.py",
+                                    "line_step_speed.py"])
 def test_benchmark_quick_mode_runs(script):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"],
                             capture_output=True, text=True, timeout=600, cwd=BENCH)

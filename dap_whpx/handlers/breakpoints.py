@@ -6,9 +6,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from dap_whpx.handlers.common import engine_of, hex_address, parse_reference
+from dap_whpx.handlers.common import engine_of, hex_address, parse_reference, with_vm_stopped
 from dap_whpx.protocol.messages import (
     Breakpoint,
+    BreakpointLocationsArguments,
     BreakpointMode,
     DataBreakpointInfoArguments,
     ExceptionBreakpointsFilter,
@@ -50,18 +51,25 @@ def _owners(session: Session) -> dict[int, tuple[int, str]]:
     return session.state.setdefault("engine_to_dap", {})
 
 
-def _replace(session: Session, kind: str, wanted: list[Wanted],
-             extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Remove this kind's previous breakpoints, add the new ones (address or a reason
-    why not, and a (kind, size) for a hardware one), and describe them."""
-    from whpx_core.debug.engine import EngineError
-
+def _remove_kind(session: Session, kind: str) -> None:
     engine = engine_of(session)
     owners = _owners(session)
     for engine_id, (_, owner_kind) in list(owners.items()):
         if owner_kind == kind:
             engine.remove_breakpoint(engine_id)
             del owners[engine_id]
+
+
+def _replace(session: Session, kind: str, wanted: list[Wanted],
+             extra: list[dict[str, Any]] | None = None,
+             options: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Remove this kind's previous breakpoints, add the new ones (address or a reason
+    why not, and a (kind, size) for a hardware one), and describe them."""
+    from whpx_core.debug.engine import EngineError
+
+    engine = engine_of(session)
+    owners = _owners(session)
+    _remove_kind(session, kind)
     out = []
     for index, (address, problem, *hardware) in enumerate(wanted):
         dap_id = next(_ids)
@@ -76,7 +84,7 @@ def _replace(session: Session, kind: str, wanted: list[Wanted],
                                   reason="failed", **info).dump())
             continue
         if not hardware:
-            bp = engine.add_breakpoint(address)
+            bp = engine.add_breakpoint(address, options[index] if options else None)
         owners[bp.id] = (dap_id, kind)
         verified = engine.is_verified(bp.id) or _mapped(engine, address)
         out.append(Breakpoint(id=dap_id, verified=verified,
@@ -106,20 +114,76 @@ def _remember(session: Session, command: str, args: Any) -> None:
 def replay(session: Session, saved: dict[str, Any]) -> None:
     """Set the same breakpoints again (after a restart)."""
     for command, args in saved.items():
-        HANDLERS[command](session, args)
+        HANDLERS[command.partition(":")[0]](session, args)
 
 
-@capability(breakpointModes=MODES)
+def _options_or_problem(session: Session, bp: Any) -> tuple[Any, str | None]:
+    from dap_whpx.handlers.source import breakpoint_options
+
+    try:
+        return breakpoint_options(session, bp.condition, bp.hitCondition,
+                                  getattr(bp, "logMessage", None)), None
+    except DapError as error:
+        return None, str(error)
+
+
+@capability(breakpointModes=MODES, supportsConditionalBreakpoints=True,
+            supportsHitConditionalBreakpoints=True, supportsLogPoints=True)
 @request("setBreakpoints", SetBreakpointsArguments)
+@with_vm_stopped
 def set_breakpoints(session: Session, args: SetBreakpointsArguments) -> dict[str, Any]:
-    # Source lines need the DWARF line table (its own issue); until then every source
-    # breakpoint is reported unverified with the reason.
-    reason = "source breakpoints need DWARF line information, which this build does " \
-             "not read yet; use a function or instruction breakpoint"
-    return {"breakpoints": [
-        Breakpoint(id=next(_ids), verified=False, message=reason, reason="failed",
-                   line=bp.line, source=args.source).dump()
-        for bp in args.breakpoints]}
+    """Source lines through the DWARF line table: each breakpoint goes to the nearest line
+    at or after it that has code (every inlined copy / split block of that line)."""
+    from dap_whpx.handlers.source import debug_info, symbols_lock
+
+    engine = engine_of(session)
+    path = args.source.path or args.source.name or ""
+    kind = f"source:{path}"
+    _remember_source(session, args)
+    _remove_kind(session, kind)
+    info = debug_info(session)
+    owners = _owners(session)
+    out = []
+    for bp in args.breakpoints:
+        dap_id = next(_ids)
+        if info is None:
+            problem = "the program has no DWARF line information (build it with -g)"
+            resolved = None
+        else:
+            with symbols_lock:
+                resolved = info.resolve_line(path, bp.line)
+            problem = f"no code at or after line {bp.line} in {path}" if resolved is None \
+                else None
+        options, bad = _options_or_problem(session, bp)
+        if resolved is None or bad is not None:
+            out.append(Breakpoint(id=dap_id, verified=False, message=bad or problem,
+                                  reason="failed", line=bp.line, source=args.source).dump())
+            continue
+        for address in resolved.addresses:
+            owners[engine.add_breakpoint(address, options).id] = (dap_id, kind)
+        out.append(Breakpoint(id=dap_id, verified=True, line=resolved.line,
+                              source=args.source,
+                              instructionReference=hex_address(resolved.addresses[0])).dump())
+    return {"breakpoints": out}
+
+
+def _remember_source(session: Session, args: SetBreakpointsArguments) -> None:
+    path = args.source.path or args.source.name or ""
+    session.state.setdefault("breakpoint_requests", {})[f"setBreakpoints:{path}"] = args
+
+
+@capability(supportsBreakpointLocationsRequest=True)
+@request("breakpointLocations", BreakpointLocationsArguments)
+def breakpoint_locations(session: Session, args: BreakpointLocationsArguments) -> dict[str, Any]:
+    from dap_whpx.handlers.source import debug_info, symbols_lock
+
+    info = debug_info(session) if session.engine is not None else None
+    if info is None:
+        return {"breakpoints": []}
+    path = args.source.path or args.source.name or ""
+    with symbols_lock:
+        lines = info.lines_with_code(path, args.line, args.endLine or args.line)
+    return {"breakpoints": [{"line": line} for line in lines]}
 
 
 def resolve_function(session: Session, name: str) -> tuple[int | None, str | None]:
@@ -141,15 +205,23 @@ def resolve_function(session: Session, name: str) -> tuple[int | None, str | Non
 
 @capability(supportsFunctionBreakpoints=True)
 @request("setFunctionBreakpoints", SetFunctionBreakpointsArguments)
+@with_vm_stopped
 def set_function_breakpoints(session: Session,
                              args: SetFunctionBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setFunctionBreakpoints", args)
-    wanted = [resolve_function(session, bp.name) for bp in args.breakpoints]
-    return {"breakpoints": _replace(session, "function", wanted)}
+    wanted: list[Wanted] = []
+    options = []
+    for bp in args.breakpoints:
+        address, problem = resolve_function(session, bp.name)
+        extras, bad = _options_or_problem(session, bp)
+        wanted.append((None, bad) if bad else (address, problem))
+        options.append(extras)
+    return {"breakpoints": _replace(session, "function", wanted, options=options)}
 
 
 @capability(supportsInstructionBreakpoints=True)
 @request("setInstructionBreakpoints", SetInstructionBreakpointsArguments)
+@with_vm_stopped
 def set_instruction_breakpoints(session: Session,
                                 args: SetInstructionBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setInstructionBreakpoints", args)
@@ -173,6 +245,7 @@ def set_instruction_breakpoints(session: Session,
     ExceptionBreakpointsFilter(filter=key, label=label).dump()
     for key, (_, label) in EXCEPTION_FILTERS.items()])
 @request("setExceptionBreakpoints", SetExceptionBreakpointsArguments)
+@with_vm_stopped
 def set_exception_breakpoints(session: Session,
                               args: SetExceptionBreakpointsArguments) -> dict[str, Any]:
     engine = engine_of(session)
@@ -221,6 +294,7 @@ def data_breakpoint_info(session: Session, args: DataBreakpointInfoArguments) ->
 
 
 @request("setDataBreakpoints", SetDataBreakpointsArguments)
+@with_vm_stopped
 def set_data_breakpoints(session: Session, args: SetDataBreakpointsArguments) -> dict[str, Any]:
     _remember(session, "setDataBreakpoints", args)
     wanted: list[Wanted] = []
@@ -238,6 +312,7 @@ def set_data_breakpoints(session: Session, args: SetDataBreakpointsArguments) ->
 
 
 HANDLERS = {
+    "setBreakpoints": set_breakpoints,
     "setFunctionBreakpoints": set_function_breakpoints,
     "setInstructionBreakpoints": set_instruction_breakpoints,
     "setDataBreakpoints": set_data_breakpoints,

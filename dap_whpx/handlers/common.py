@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dap_whpx.session import DapError
 
@@ -47,3 +49,17 @@ def parse_reference(session: Session, reference: str) -> tuple[int, bool]:
 
 def hex_address(address: int) -> str:
     return f"{address:#018x}"
+
+
+def with_vm_stopped(handler: Callable[[Session, Any], Any]) -> Callable[[Session, Any], Any]:
+    """Breakpoint changes while the guest runs: the VM stops for the change and goes on,
+    and the client sees no stop (engine.run_stopped)."""
+
+    @functools.wraps(handler)
+    def wrapper(session: Session, args: Any) -> Any:
+        engine = session.engine
+        if engine is None or not engine.running:
+            return handler(session, args)
+        return engine.run_stopped(lambda: handler(session, args))
+
+    return wrapper

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dap_whpx.expressions import ExpressionError, evaluate, format_value
-from dap_whpx.handlers.common import engine_of, hex_address, vcpu_of
+from dap_whpx.handlers.common import engine_of, hex_address
 from dap_whpx.protocol.messages import EvaluateArguments
 from dap_whpx.session import DapError, Session, capability, request
 from whpx_core.debug.vm_memory import GuestMemoryError
 from whpx_core.platform.registers import Reg
+from whpx_core.symbols.expressions import ExpressionError, evaluate, format_value
 
 _REGISTERS = {reg.name.lower(): reg for reg in Reg}
 
@@ -48,10 +48,24 @@ def evaluate_int(session: Session, text: str, vcpu: int) -> int:
 @capability(supportsEvaluateForHovers=True)
 @request("evaluate", EvaluateArguments)
 def evaluate_request(session: Session, args: EvaluateArguments) -> dict[str, Any]:
+    """C expressions over the frame's variables, registers, symbols and memory."""
+    from dap_whpx.handlers.source import FrameRef, evaluate_in_frame, frame_ref, symbols_lock
+    from dap_whpx.handlers.stack import variable_body
+
     engine = engine_of(session)
-    vcpu = vcpu_of(session, args.frameId) if args.frameId is not None else 0
+    ref = frame_ref(session, args.frameId) if args.frameId is not None else FrameRef(0, 0)
     if engine.running:
         raise DapError("the program is running; pause it to evaluate")
-    value = evaluate_int(session, args.expression, vcpu)
-    return {"result": format_value(value), "type": "u64", "variablesReference": 0,
-            "memoryReference": hex_address(value & (1 << 64) - 1)}
+    value = evaluate_in_frame(session, args.expression, ref)
+    if isinstance(value, int):
+        return {"result": format_value(value), "type": "u64", "variablesReference": 0,
+                "memoryReference": hex_address(value & (1 << 64) - 1)}
+    shown = variable_body(session, args.expression, value, args.expression, ref)
+    with symbols_lock:
+        pointer = value.type.strip().kind == "pointer" and not value.optimized_out
+        target = value.as_int() if pointer else value.address
+    body = {"result": shown["value"], "type": shown.get("type"),
+            "variablesReference": shown["variablesReference"]}
+    if target is not None:
+        body["memoryReference"] = hex_address(target)
+    return body

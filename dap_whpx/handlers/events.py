@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from dap_whpx.session import Session
-from whpx_core.debug.events import BreakpointVerified, Exited, Output, Stopped, StopReason
+from whpx_core.debug.events import (
+    BreakpointVerified,
+    Exited,
+    LogMessage,
+    Output,
+    Stopped,
+    StopReason,
+)
 
 _REASONS = {
     StopReason.ENTRY: "entry",
@@ -20,6 +27,13 @@ def translate(session: Session, event: Any) -> None:
         case Output(data=data):
             session.event("output", {"category": "stdout",
                                      "output": data.decode("utf-8", errors="replace")})
+        case LogMessage(breakpoint_id=engine_id, text=text):
+            body = {"category": "console", "output": text + "\n"}
+            owner = session.state.get("engine_to_dap", {}).get(engine_id)
+            if owner is not None and owner[1].startswith("source:"):
+                path = owner[1][len("source:"):]
+                body["source"] = {"name": path.rsplit("/", 1)[-1], "path": path}
+            session.event("output", body)
         case Stopped():
             session.handles.clear()
             body: dict[str, Any] = {"reason": _reason(session, event),

@@ -73,7 +73,7 @@ def _start_vm(session: Session, args: LaunchArguments, program: Path,
         raise DapError(f"launch: {error}") from None
     session.engine = engine
     session.state.update(launch=args, image=image, symbols=SymbolTable(image.symbols),
-                         platform=choice.platform)
+                         platform=choice.platform, debug_info=_debug_info(program))
     session.start_event_pump()
 
     def announce() -> None:
@@ -87,6 +87,17 @@ def _start_vm(session: Session, args: LaunchArguments, program: Path,
             session.event("initialized")
 
     session.after_response(announce)
+
+
+def _debug_info(program: Path):
+    """The program's DWARF (opened lazily: a large image costs little here); None when
+    it cannot be read, which leaves the session at instruction level."""
+    from whpx_core.symbols.debug_info import DebugInfo, DebugInfoError
+
+    try:
+        return DebugInfo.open(program)
+    except (DebugInfoError, OSError):
+        return None
 
 
 @request("configurationDone")

@@ -7,10 +7,12 @@ import binascii
 from typing import Any
 
 from dap_whpx.handlers.common import engine_of, hex_address, parse_reference
+from dap_whpx.handlers.source import debug_info, source_of, symbols_lock
 from dap_whpx.protocol.messages import (
     DisassembleArguments,
     DisassembledInstruction,
     ReadMemoryArguments,
+    Source,
     WriteMemoryArguments,
 )
 from dap_whpx.session import DapError, Session, capability, request
@@ -120,11 +122,18 @@ def disassemble(session: Session, args: DisassembleArguments) -> dict[str, Any]:
     rows = [*before, *after]
     out = []
     cursor = rows[0][0] if rows else address
+    info = debug_info(session)
     for addr, raw, text in rows[:wanted]:
         found = symbols.lookup(addr) if args.resolveSymbols else None
+        line = None
+        if info is not None:
+            with symbols_lock:
+                line = info.line_for_address(addr)
         out.append(DisassembledInstruction(
             address=hex_address(addr), instructionBytes=raw.hex(" "), instruction=text,
-            symbol=found[0] if found else None).dump())
+            symbol=found[0] if found else None,
+            location=Source(**source_of(line.file)) if line else None,
+            line=line.line if line else None).dump())
         cursor = addr + len(raw)
     while len(out) < wanted:  # unreadable or undecodable: keep the count the client asked
         out.append(DisassembledInstruction(address=hex_address(cursor), instruction="??",

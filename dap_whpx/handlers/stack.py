@@ -1,18 +1,26 @@
-"""stackTrace, scopes, variables, setVariable: a Registers scope per vCPU.
-
-Until DWARF unwinding lands, each thread has one frame: RIP as symbol+offset with an
-instructionPointerReference, so the client can open the disassembly there.
-"""
+"""stackTrace, scopes, variables, setVariable: frames unwound from DWARF CFI, with
+Locals / Arguments / Globals scopes from DWARF and a Registers scope per frame."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dap_whpx.handlers.common import engine_of, hex_address, vcpu_of
+from dap_whpx.handlers.source import (
+    FrameRef,
+    debug_info,
+    evaluate_in_frame,
+    frame_ref,
+    frames,
+    reader,
+    source_of,
+    symbols_lock,
+)
 from dap_whpx.protocol.messages import (
     Scope,
     ScopesArguments,
     SetVariableArguments,
+    Source,
     StackFrame,
     StackTraceArguments,
     Variable,
@@ -36,32 +44,62 @@ FLAGS = [("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF"
 _BY_NAME = {reg.name: reg for reg in Reg}
 
 
-def frame_vcpu(session: Session, frame_id: int) -> int:
-    return vcpu_of(session, frame_id)  # one frame per thread: frameId == threadId
-
-
 @request("stackTrace", StackTraceArguments)
 def stack_trace(session: Session, args: StackTraceArguments) -> dict[str, Any]:
+    """Frames unwound with CFI (frame pointers where there is none): a source line where
+    the DWARF has one, symbol+offset otherwise, and always the instruction pointer."""
     engine = engine_of(session)
     vcpu = vcpu_of(session, args.threadId)
     if engine.running:
         raise DapError("the program is running; pause it to see its stack")
-    rip = engine.get_registers(vcpu, [Reg.RIP])[0]
-    assert isinstance(rip, int)
-    name = session.state["symbols"].describe(rip)
-    if engine.is_halted(vcpu):
+    found = frames(session, vcpu)
+    end = len(found) if not args.levels else min(len(found), args.startFrame + args.levels)
+    out = []
+    for index in range(args.startFrame, end):
+        frame = found[index]
+        ref = session.handles.add(FrameRef(vcpu, index))
+        out.append(_stack_frame(session, ref, frame, vcpu).dump())
+    return {"stackFrames": out, "totalFrames": len(found)}
+
+
+def _stack_frame(session: Session, ref: int, frame: Any, vcpu: int) -> StackFrame:
+    symbols = session.state["symbols"]
+    name = frame.function.name if frame.function is not None else \
+        symbols.describe(frame.lookup_pc if frame.index else frame.pc)
+    if frame.index == 0 and engine_of(session).is_halted(vcpu):
         name += " (halted)"
-    frames = [StackFrame(id=args.threadId, name=name, line=0, column=0,
-                         instructionPointerReference=hex_address(rip)).dump()]
-    return {"stackFrames": frames[args.startFrame:], "totalFrames": 1}
+    line = frame.line
+    if line is None:
+        return StackFrame(id=ref, name=name, line=0, column=0,
+                          instructionPointerReference=hex_address(frame.pc),
+                          presentationHint="subtle" if frame.index else None)
+    return StackFrame(id=ref, name=name, source=Source(**source_of(line.file)),
+                      line=line.line, column=max(line.column, 1),
+                      instructionPointerReference=hex_address(frame.pc))
 
 
 @request("scopes", ScopesArguments)
 def scopes(session: Session, args: ScopesArguments) -> dict[str, Any]:
-    vcpu = frame_vcpu(session, args.frameId)
-    ref = session.handles.add(("registers", vcpu))
-    return {"scopes": [Scope(name="Registers", presentationHint="registers",
-                             variablesReference=ref).dump()]}
+    ref = frame_ref(session, args.frameId)
+    out = []
+    if debug_info(session) is not None:
+        function = frames(session, ref.vcpu)[ref.index].function
+        in_c = function is not None and function.from_dwarf
+        for name, hint, kind, expensive in (("Locals", "locals", "locals", False),
+                                            ("Arguments", "arguments", "arguments", False),
+                                            ("Globals", None, "globals", True)):
+            if kind != "globals" and not in_c:
+                continue  # assembly: no DWARF function, no locals
+            handle = session.handles.add((kind, ref))
+            out.append(Scope(name=name, presentationHint=hint, variablesReference=handle,
+                             expensive=expensive).dump())
+    if ref.index == 0:
+        handle = session.handles.add(("registers", ref.vcpu))
+    else:
+        handle = session.handles.add(("unwound", ref))
+    out.append(Scope(name="Registers", presentationHint="registers",
+                     variablesReference=handle).dump())
+    return {"scopes": out}
 
 
 def _u64(value: int) -> str:
@@ -105,6 +143,19 @@ def variables(session: Session, args: VariablesArguments) -> dict[str, Any]:
     item = session.handles.get(args.variablesReference)
     engine = engine_of(session)
     match item:
+        case (("locals" | "arguments" | "globals") as kind, FrameRef() as ref):
+            found = [variable_body(session, v.name, v.value, v.name, ref)
+                     for v in _scope_variables(session, kind, ref)]
+        case ("value", value, path, ref):
+            with symbols_lock:
+                children = value.children()
+            found = [variable_body(session, name, child, _child_path(path, name), ref)
+                     for name, child in children]
+        case ("unwound", FrameRef() as ref):
+            regs = frames(session, ref.vcpu)[ref.index].regs
+            found = [Variable(name=name.upper(), value=_u64(value), type="u64",
+                              memoryReference=hex_address(value)).dump()
+                     for name, value in regs.items()]
         case ("registers", vcpu):
             found = _register_variables(session, vcpu)
         case ("rflags", vcpu):
@@ -132,6 +183,11 @@ def set_variable(session: Session, args: SetVariableArguments) -> dict[str, Any]
 
     item = session.handles.get(args.variablesReference)
     engine = engine_of(session)
+    if item[0] in ("locals", "arguments", "globals", "value"):
+        return _set_c_variable(session, item, args)
+    if item[0] == "unwound":
+        raise DapError("registers of outer frames are shown as unwound; set registers in "
+                       "the innermost frame")
     vcpu = item[1]
     value = evaluate_int(session, args.value, vcpu)
     match item:
@@ -151,5 +207,82 @@ def set_variable(session: Session, args: SetVariableArguments) -> dict[str, Any]
             shown = str(value)
         case _:
             raise DapError("this variable cannot be set")
+    session.handles.cache.clear()  # unwound frames depend on the registers
+    session.after_response(lambda: session.event("invalidated", {"areas": ["variables"]}))
+    return {"value": shown}
+
+
+# -- C variables -------------------------------------------------------------------------
+def _scope_variables(session: Session, kind: str, ref: FrameRef) -> list[Any]:
+    info = debug_info(session)
+    assert info is not None
+    frame = frames(session, ref.vcpu)[ref.index]
+    read = reader(session, ref.vcpu)
+    with symbols_lock:
+        if kind == "globals":
+            return info.globals(read)
+        found = info.frame_scopes(frame, read)
+    return found.locals if kind == "locals" else found.arguments
+
+
+def _child_path(parent: str, name: str) -> str:
+    if name.startswith("["):
+        return f"{parent}{name}"
+    if name.startswith("*"):
+        return f"*{parent}"
+    return f"({parent}).{name}" if parent.startswith("*") else f"{parent}.{name}"
+
+
+def variable_body(session: Session, name: str, value: Any, path: str,
+              ref: FrameRef) -> dict[str, Any]:
+    with symbols_lock:
+        shown = value.format()
+        expandable = value.has_children
+        type_name = value.type_name
+    handle = session.handles.add(("value", value, path, ref)) if expandable else 0
+    memory = hex_address(value.address) if value.address is not None else None
+    return Variable(name=name, value=shown, type=type_name, variablesReference=handle,
+                    evaluateName=path, memoryReference=memory).dump()
+
+
+def _set_c_variable(session: Session, item: Any, args: SetVariableArguments) -> dict[str, Any]:
+    """A scalar C variable: written where it lives (memory, or a register of frame 0)."""
+    engine = engine_of(session)
+    if item[0] == "value":
+        _, parent, _path, ref = item
+        with symbols_lock:
+            children = dict(parent.children())
+        target = children.get(args.name)
+    else:
+        ref = item[1]
+        target = next((v.value for v in _scope_variables(session, item[0], ref)
+                       if v.name == args.name), None)
+    if target is None:
+        raise DapError(f"there is no variable '{args.name}' here")
+    if not target.writable:
+        raise DapError(f"'{args.name}' cannot be set: it is optimized out or has no "
+                       f"single location")
+    number = evaluate_in_frame(session, args.value, ref)
+    if not isinstance(number, int):
+        with symbols_lock:
+            number = number.as_int()
+    with symbols_lock:
+        data = target.encode(number)
+    if target.address is not None:
+        engine.write_memory(target.address, data, ref.vcpu)
+    else:
+        if ref.index != 0:
+            raise DapError(f"'{args.name}' lives in a register of an outer frame; set it "
+                           f"in the innermost frame")
+        reg = _BY_NAME.get(target.register.upper())
+        if reg is None:
+            raise DapError(f"'{args.name}' lives in {target.register}, which cannot be set")
+        old = engine.get_registers(ref.vcpu, [reg])[0]
+        mask = (1 << 8 * len(data)) - 1
+        engine.set_registers(ref.vcpu, {reg: old & ~mask | int.from_bytes(data, "little")})
+    session.handles.cache.clear()
+    target.data = None
+    with symbols_lock:
+        shown = target.format()
     session.after_response(lambda: session.event("invalidated", {"areas": ["variables"]}))
     return {"value": shown}

@@ -83,6 +83,14 @@ class SetBreakpointsArguments(Arguments):
     lines: list[int] | None = None
 
 
+class BreakpointLocationsArguments(Arguments):
+    source: Source
+    line: int
+    column: int | None = None
+    endLine: int | None = None
+    endColumn: int | None = None
+
+
 class FunctionBreakpoint(Arguments):
     name: str
     condition: str | None = None

@@ -172,6 +172,10 @@ class DapClient:
             if event["event"] == name:
                 return event
 
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.all_events if e["event"] == name]
+
     def output(self, category: str = "stdout") -> str:
         return "".join(e["body"]["output"] for e in self.all_events
                        if e["event"] == "output" and e["body"].get("category") == category)

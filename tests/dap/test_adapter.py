@@ -110,7 +110,7 @@ def test_instruction_steps_and_register_writes(clients, platform, guests):
         rips.append(stopped_rip(client, 1))
     assert rips == [loop + 3, loop, loop + 3]
     scopes = client.request("scopes", {"frameId": 1})["body"]["scopes"]
-    registers = scopes[0]["variablesReference"]
+    registers = next(s for s in scopes if s["name"] == "Registers")["variablesReference"]
     client.request("setVariable", {"variablesReference": registers, "name": "RCX",
                                    "value": "1"})
     values = {v["name"]: v for v in client.request(
@@ -164,7 +164,8 @@ def test_disassemble_around_rip(clients, platform, guests):
     assert int(rows[2]["address"], 16) < rip  # decoded backwards onto real boundaries
 
 
-def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
+def running_spin(clients, platform, guests):
+    """The spin guest on 2 vCPUs, running (for ever, in effect)."""
     image = load_elf(guests["spin"])
     client = spawn(clients)
     client.start(guests["spin"], cpus=2, stopOnEntry=True, platform=platform.name)
@@ -173,12 +174,28 @@ def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
     client.wait_event("stopped")
     client.request("continue", {"threadId": 1})
     time.sleep(0.3)
+    return client, image
+
+
+def test_pause_a_running_two_vcpu_guest(clients, platform, guests):
+    client, image = running_spin(clients, platform, guests)
     client.request("pause", {"threadId": 1})
     body = client.wait_event("stopped", TIMEOUT)["body"]
     assert body["reason"] == "pause" and body["allThreadsStopped"]
     for thread in (1, 2):
         assert image.symbols["spin_loop"] <= stopped_rip(client, thread) <= \
             image.symbols["spin_done"]
+
+
+def test_breakpoint_set_while_running_takes_effect_without_a_stop(clients, platform, guests):
+    client, image = running_spin(clients, platform, guests)
+    (bp,) = client.request("setFunctionBreakpoints", {
+        "breakpoints": [{"name": "spin_loop"}]})["body"]["breakpoints"]
+    assert bp["verified"]
+    body = client.wait_event("stopped", TIMEOUT)["body"]
+    assert body["reason"] == "function breakpoint" and body["hitBreakpointIds"] == [bp["id"]]
+    assert len(client.events_named("stopped")) == 2  # entry, then the breakpoint only
+    assert stopped_rip(client, body["threadId"]) == image.symbols["spin_loop"]
 
 
 def test_disconnect_mid_run_ends_the_adapter_process(clients, platform, guests):

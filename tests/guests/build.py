@@ -29,7 +29,11 @@ GUEST_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT_DIR = GUEST_DIR / "build"  # ignored by git
 LINKER_SCRIPT = GUEST_DIR / "guest.ld"
 
-GUESTS: tuple[str, ...] = ("hello", "smp", "faults", "timer", "spin", "tfprobe", "selfdebug")
+GUESTS: tuple[str, ...] = ("hello", "smp", "faults", "timer", "spin", "tfprobe", "selfdebug",
+                           "srcdemo")
+
+# Extra sources linked into one guest (e.g. an assembly function called from its C code).
+EXTRA_SOURCES: dict[str, tuple[str, ...]] = {"srcdemo": ("srcdemo_asm.S",)}
 
 # Linked into every C guest.
 RUNTIME_SOURCES: tuple[str, ...] = ("start.S", "traps.S", "rt.c")
@@ -78,6 +82,7 @@ def guest_source(name: str) -> Path:
 def _inputs(source: Path) -> list[Path]:
     """Everything the output depends on."""
     deps = [source, LINKER_SCRIPT, Path(__file__).resolve()]
+    deps += [GUEST_DIR / f for f in EXTRA_SOURCES.get(source.stem, ())]
     if source.suffix == ".c":
         deps += [GUEST_DIR / f for f in RUNTIME_SOURCES + RUNTIME_HEADERS]
     return deps
@@ -114,6 +119,7 @@ def build_guest(name: str, out_dir: Path, *, opt: str = "-O0", dwarf: int = 5) -
     sources = [source]
     if source.suffix == ".c":
         sources = [GUEST_DIR / f for f in RUNTIME_SOURCES] + sources
+    sources += [GUEST_DIR / f for f in EXTRA_SOURCES.get(name, ())]
     out_dir.mkdir(parents=True, exist_ok=True)
     # Link to a temporary name and rename: concurrent builders (pytest-xdist) never see
     # a half-written ELF, and a failed build leaves no stale output behind.

@@ -14,18 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "dap_whpx" / "expressions.py"
+SOURCE = ROOT / "whpx_core" / "symbols" / "expressions.py"
 
 
 def _load():
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    if (ROOT / "dap_whpx" / "__init__.py").exists():
-        import dap_whpx.expressions
+    if (ROOT / "whpx_core" / "symbols" / "__init__.py").exists():
+        import whpx_core.symbols.expressions
 
-        return dap_whpx.expressions
+        return whpx_core.symbols.expressions
     # The package is being written in parallel: load the module straight from its file.
-    spec = importlib.util.spec_from_file_location("dap_whpx_expressions_standalone", SOURCE)
+    spec = importlib.util.spec_from_file_location("whpx_expressions_standalone", SOURCE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

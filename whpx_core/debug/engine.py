@@ -18,8 +18,9 @@ import dataclasses
 import itertools
 import queue
 import threading
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from whpx_core.debug import stepping
 from whpx_core.debug.breakpoints import INT1, BreakpointTable
@@ -28,10 +29,12 @@ from whpx_core.debug.events import (
     BreakpointVerified,
     EngineEvent,
     Exited,
+    LogMessage,
     Output,
     Stopped,
     StopReason,
 )
+from whpx_core.debug.line_step import LineStep, Purpose, StepKind, StepSymbols, Verdict, plan_ranges
 from whpx_core.debug.vm_memory import GuestMemoryError, VmMemory
 from whpx_core.machine.vm import Machine, RunResult
 from whpx_core.platform.base import HwBreakpoint, PlatformError, Vcpu
@@ -68,6 +71,17 @@ def _describe_exception(exit_: ExceptionExit) -> str:
     return text
 
 
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False)
+class _StoppedCall:
+    action: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 class EngineError(Exception):
     """A command that cannot be carried out in the engine's current state."""
 
@@ -81,7 +95,60 @@ class _Park:
 
 
 KEEP, PARK = _Keep(), _Park()
-Action = _Keep | _Park | Stopped
+
+
+@dataclass(frozen=True)
+class _Silent:
+    """A breakpoint hit nobody wants reported (a false condition, a logpoint, another
+    frame's or vCPU's temporary breakpoint): the VM stops, steps over it, and goes on."""
+
+    vcpu: int
+    rip: int
+
+
+@dataclass(frozen=True)
+class _StepArrival:
+    """The vCPU of the line step in progress reached one of its temporary breakpoints."""
+
+    vcpu: int
+    rip: int
+
+
+_Internal = _Silent | _StepArrival
+Action = _Keep | _Park | Stopped | _Internal
+
+# Owner of the line step's temporary breakpoints in the breakpoint table.
+_STEP_OWNER = "line-step"
+
+_GPRS = (Reg.RAX, Reg.RBX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RBP, Reg.RSP, Reg.R8,
+         Reg.R9, Reg.R10, Reg.R11, Reg.R12, Reg.R13, Reg.R14, Reg.R15, Reg.RIP)
+
+
+@dataclass(frozen=True)
+class HitContext:
+    """What a breakpoint condition or log message sees: the vCPU that hit, at the hit."""
+
+    vcpu: int
+    rip: int
+    get_registers: Callable[[Iterable[Reg]], list[RegValue]]
+    read_memory: Callable[[int, int], bytes]
+
+    def frame_registers(self) -> dict[str, int]:
+        """The general registers by lowercase name ('rip', 'rsp', ...), for unwinding."""
+        values = self.get_registers(_GPRS)
+        return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}
+
+
+@dataclass(frozen=True)
+class BreakpointOptions:
+    """Conditions evaluated inside the engine at the hit, on the vCPU's own thread, so a
+    breakpoint that does not stop costs no round trip to the client. VS Code's order:
+    `condition` first; only a hit that passes it counts; then `hit_condition(count)`;
+    then a logpoint (`log`) prints and goes on instead of stopping."""
+
+    condition: Callable[[HitContext], bool] | None = None
+    hit_condition: Callable[[int], bool] | None = None
+    log: Callable[[HitContext], str] | None = None
 
 
 @dataclass(eq=False)
@@ -90,7 +157,7 @@ class _VcpuThread:
     vcpu: Vcpu
     go: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    pending: Stopped | None = None  # a stop not reported yet
+    pending: Stopped | _Internal | None = None  # a stop not acted on yet
     halted: bool = False  # HLT with interrupts off: never runs again
     # Where this vCPU was last reported stopped. Resuming from there steps over a
     # breakpoint; a vCPU merely cancelled in front of one has not hit it yet, and will.
@@ -112,10 +179,15 @@ class Engine:
         self.step_into_handlers = step_into_handlers
         self._cond = threading.Condition()
         self._breakpoints: dict[int, Breakpoint] = {}
+        self._options: dict[int, BreakpointOptions] = {}
+        self._hit_counts: dict[int, int] = {}
         self._ids = itertools.count(1)
+        self._line_step: LineStep | None = None
+        self._stopped_calls: list[_StoppedCall] = []
+        self._resume_only: int | None = None  # the scope of the last resume
         self._running = 0  # vCPU threads currently out of the parked state
         self._stopping = False
-        self._stop: Stopped | None = None  # the stop being reported
+        self._stop: Stopped | _Internal | None = None  # the stop being reported
         self._pausing = False  # pause() asked: reported as a pause unless a stop came first
         self._ended: RunResult | None = None
         self._exited_reported = False
@@ -140,6 +212,7 @@ class Engine:
     def _emit(self, event: EngineEvent) -> None:
         if isinstance(event, Stopped):
             self._threads[event.vcpu].reported_rip = event.rip
+            self._end_line_step()
         self.events.put(event)
 
     def wait_event(self, timeout: float | None = None) -> EngineEvent:
@@ -175,14 +248,21 @@ class Engine:
             raise EngineError(f"the VM has ended ({self._ended.reason})")
 
     # -- breakpoints ------------------------------------------------------------------------
-    def add_breakpoint(self, address: int) -> Breakpoint:
+    def add_breakpoint(self, address: int,
+                       options: BreakpointOptions | None = None) -> Breakpoint:
         """A user software breakpoint (INT1 planted at `address` while running)."""
         with self._cond:
             self._require_not_running()
             bp = Breakpoint(next(self._ids), address)
             self._breakpoints[bp.id] = bp
+            if options is not None and options != BreakpointOptions():
+                self._options[bp.id] = options
             self.table.add(address, bp.id)
             return bp
+
+    def hit_count(self, breakpoint_id: int) -> int:
+        """Hits that passed the breakpoint's condition (all hits when it has none)."""
+        return self._hit_counts.get(breakpoint_id, 0)
 
     def add_hardware_breakpoint(self, address: int, kind: str = "execute",
                                 size: int = 1) -> Breakpoint:
@@ -229,6 +309,8 @@ class Engine:
             if self._remove_hardware(breakpoint_id):
                 return
             bp = self._breakpoints.pop(breakpoint_id, None)
+            self._options.pop(breakpoint_id, None)
+            self._hit_counts.pop(breakpoint_id, None)
             if bp is not None:
                 self.table.remove(bp.address, bp.id, self.memory)
                 self._forget_pending_hits(bp.id)
@@ -238,7 +320,7 @@ class Engine:
         reported: the vCPU never ran the instruction under it, and will run it now."""
         for t in self._threads:
             stop = t.pending
-            if stop is None or breakpoint_id not in stop.breakpoints:
+            if not isinstance(stop, Stopped) or breakpoint_id not in stop.breakpoints:
                 continue
             left = tuple(b for b in stop.breakpoints if b != breakpoint_id)
             t.pending = dataclasses.replace(stop, breakpoints=left) if left else None
@@ -258,6 +340,34 @@ class Engine:
     def _require_not_running(self) -> None:
         if self._running:
             raise EngineError("breakpoints can only change while the VM is stopped")
+
+    def run_stopped(self, action: Callable[[], _T], timeout: float = 10.0) -> _T:
+        """Call `action()` with every vCPU stopped and return its result. While the VM
+        runs, it is stopped for this and resumed afterwards, and no stop is reported:
+        what a debugger does when the user sets a breakpoint in a running program."""
+        with self._cond:
+            if not self._running:
+                return action()
+            call = _StoppedCall(action)
+            self._stopped_calls.append(call)
+            self._request_stop_locked()
+        if not call.done.wait(timeout):
+            raise EngineError("the VM did not stop in time to apply the change")
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]
+
+    def _run_stopped_calls(self) -> bool:
+        """At a stop: run the calls waiting for one. True when there were any."""
+        calls, self._stopped_calls = self._stopped_calls, []
+        for call in calls:
+            try:
+                call.result = call.action()
+            except Exception as error:  # handed to the caller's thread
+                call.error = error
+            finally:
+                call.done.set()
+        return bool(calls)
 
     # -- registers and memory ---------------------------------------------------------------
     def get_registers(self, vcpu: int, names: Iterable[Reg]) -> list[RegValue]:
@@ -298,34 +408,166 @@ class Engine:
         at once; the stop arrives as an event."""
         with self._cond:
             self._require_stopped()
-            chosen = self._threads if only is None else [self._threads[only]]
-            for t in chosen:
-                if t.pending is not None:
-                    stop, t.pending = t.pending, None
-                    self._emit(stop)  # an earlier simultaneous hit: report it, run nothing
-                    return
-            self._arm()
-            for t in chosen:
-                rip = self._rip(t)
-                if not t.halted and rip == t.reported_rip and self.table.is_planted_at(rip):
-                    action = self._exclusive_step(t)
-                    if isinstance(action, Stopped):
-                        self._finish_synchronous(action)
-                        return
-            for t in self._threads:
-                t.reported_rip = None
-            runnable = [t for t in chosen if not t.halted]
-            if not runnable:
-                self.table.disarm(self.memory)
-                if self._end_if_all_halted():
-                    self._report_end()
-                else:
-                    self._emit(self._halted_stop(chosen[0], StopReason.PAUSE))
+            self._resume_locked(only)
+
+    def _resume_locked(self, only: int | None) -> None:
+        self._resume_only = only
+        chosen = self._threads if only is None else [self._threads[only]]
+        for t in chosen:
+            if t.pending is None:
+                continue
+            stop, t.pending = t.pending, None
+            if isinstance(stop, Stopped):
+                self._emit(stop)  # an earlier simultaneous hit: report it, run nothing
                 return
-            self._stopping = False
-            self._running = len(runnable)
-            for t in runnable:
-                t.go.set()
+            if isinstance(stop, _StepArrival) and self._line_step is not None:
+                self._on_internal_stop(stop)
+                return
+            t.reported_rip = stop.rip  # a silent hit: step over it below
+        self._arm()
+        for t in chosen:
+            rip = self._rip(t)
+            if not t.halted and rip == t.reported_rip and self.table.is_planted_at(rip):
+                action = self._exclusive_step(t)
+                if isinstance(action, Stopped):
+                    self._finish_synchronous(action)
+                    return
+        for t in self._threads:
+            t.reported_rip = None
+        runnable = [t for t in chosen if not t.halted]
+        if not runnable:
+            self.table.disarm(self.memory)
+            if self._end_if_all_halted():
+                self._report_end()
+            else:
+                self._emit(self._halted_stop(chosen[0], StopReason.PAUSE))
+            return
+        self._stopping = False
+        self._running = len(runnable)
+        for t in runnable:
+            t.go.set()
+
+    # -- source-line steps ------------------------------------------------------------------
+    def step_line(self, vcpu: int, kind: StepKind, symbols: StepSymbols, *,
+                  single_thread: bool = False) -> None:
+        """next / stepIn / stepOut of vCPU `vcpu` at source-line granularity (line_step.py).
+        Returns at once; the `step` stop arrives as an event. The other vCPUs run too
+        unless `single_thread`; a user breakpoint hit meanwhile (on any vCPU) is reported
+        instead and ends the step, as does `pause`."""
+        with self._cond:
+            self._require_stopped()
+            t = self._threads[vcpu]
+            if t.pending is not None and isinstance(t.pending, Stopped):
+                stop, t.pending = t.pending, None
+                self._emit(stop)
+                return
+            if t.halted:
+                self._emit(self._halted_stop(t, StopReason.STEP))
+                return
+            only = vcpu if single_thread else None
+            regs = self._frame_registers(t)
+            read = self._reader(vcpu)
+            cfa = symbols.frame_cfa(regs, read)
+            if kind is StepKind.OUT:
+                caller = symbols.caller(regs, read)
+                if caller is None:
+                    self._emit(Stopped(StopReason.STEP, vcpu, regs["rip"],
+                                       description="no caller frame to step out to"))
+                    return
+                step = LineStep(vcpu, kind, symbols, cfa, plan_ranges([], read, kind),
+                                targets={caller[0]: caller[1]}, finishing=True)
+                self._start_line_step(step, t, only)
+                return
+            ranges = symbols.line_ranges(regs["rip"])
+            if not self._step_inside_line_step(t):
+                return
+            step = LineStep(vcpu, kind, symbols, cfa, plan_ranges(ranges, read, kind),
+                            line=symbols.line_key(regs["rip"]))
+            if not ranges:  # no line info here: one instruction is the step
+                self._emit(Stopped(StopReason.STEP, vcpu, self._rip(t)))
+                return
+            self._line_step = step
+            self._continue_line_step(t, only)
+
+    def _start_line_step(self, step: LineStep, t: _VcpuThread, only: int | None) -> None:
+        self._line_step = step
+        self._replant_line_step()
+        t.reported_rip = self._rip(t)  # sitting on a temporary breakpoint: step over it
+        self._resume_locked(only)
+
+    def _continue_line_step(self, t: _VcpuThread, only: int | None) -> None:
+        """The stepping vCPU is stopped somewhere (after a step or an arrival): decide,
+        stepping the instructions whose destination only a step can tell, then run."""
+        step = self._line_step
+        assert step is not None
+        read = self._reader(t.index)
+        while True:
+            regs = self._frame_registers(t)
+            pc = regs["rip"]
+            verdict = step.look(pc, step.symbols.frame_cfa(regs, read),
+                                lambda regs=regs: int.from_bytes(read(regs["rsp"], 8), "little"),
+                                read)
+            if verdict is Verdict.STOP:
+                self._emit(Stopped(StopReason.STEP, t.index, pc))
+                return
+            if verdict is not Verdict.STEP_ONE and (
+                    pc in step.targets or step.plan.breakpoints.get(pc) is not Purpose.STEP):
+                break
+            if not self._step_inside_line_step(t):
+                return
+        self._start_line_step(step, t, only)
+
+    def _step_inside_line_step(self, t: _VcpuThread) -> bool:
+        """One instruction of the stepping vCPU; False when that ended the step (a stop
+        was reported, or the VM ended)."""
+        self._arm()
+        action = self._step(t, over_handlers=not self.step_into_handlers)
+        if isinstance(action, Stopped) or self._ended is not None:
+            self._finish_synchronous(action if isinstance(action, Stopped) else
+                                     Stopped(StopReason.STEP, t.index, self._rip(t)))
+            return False
+        self.table.disarm(self.memory)
+        return True
+
+    def _replant_line_step(self) -> None:
+        step = self._line_step
+        assert step is not None and not self.table.armed
+        wanted = step.breakpoint_addresses()
+        for entry in [e for e in self.table if _STEP_OWNER in e.owners]:
+            if entry.address not in wanted:
+                self.table.remove(entry.address, _STEP_OWNER, self.memory)
+        for address in wanted:
+            self.table.add(address, _STEP_OWNER)
+
+    def _end_line_step(self) -> None:
+        if self._line_step is None:
+            return
+        self._line_step = None
+        if self.table.armed:  # the step ends at a reported stop: memory is clean by then
+            return
+        for entry in [e for e in self.table if _STEP_OWNER in e.owners]:
+            self.table.remove(entry.address, _STEP_OWNER, self.memory)
+
+    def _on_internal_stop(self, stop: _Internal) -> None:
+        """Every vCPU has stopped for a hit that is not reported: act on it, go on."""
+        t = self._threads[stop.vcpu]
+        step = self._line_step
+        if isinstance(stop, _Silent) or step is None:
+            t.reported_rip = stop.rip
+            self._resume_locked(self._resume_only)
+            return
+        must_step = stop.rip not in step.targets and \
+            step.plan.breakpoints.get(stop.rip) is Purpose.STEP
+        if must_step and not self._step_inside_line_step(t):
+            return
+        self._continue_line_step(t, self._resume_only)
+
+    def _frame_registers(self, t: _VcpuThread) -> dict[str, int]:
+        values = t.vcpu.get_registers(_GPRS)
+        return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}
+
+    def _reader(self, vcpu: int) -> Callable[[int, int], bytes]:
+        return lambda address, size: self.read_memory(address, size, vcpu)
 
     def pause(self) -> None:
         """Stop every vCPU; reported as a `pause` stop (unless another stop wins)."""
@@ -494,7 +736,9 @@ class Engine:
             if self.table.is_planted_at(rip) and not leaving:
                 entry = self.table.get(rip)
                 assert entry is not None
-                return self._breakpoint_stop(t, rip, entry.owners)
+                hit = self._planted_hit(t, rip, entry.owners)
+                if isinstance(hit, Stopped):
+                    return hit
             action = self._step(t, over_handlers=True)
             if action is not KEEP or leaving:
                 return action
@@ -514,9 +758,50 @@ class Engine:
         self.memory.write_virtual(address, data)
 
     # -- classification: the one place that decides why a vCPU stopped --------------------
-    def _breakpoint_stop(self, t: _VcpuThread, rip: int, owners: set[Hashable]) -> Stopped:
-        ids = tuple(sorted(o for o in owners if isinstance(o, int)))
-        return Stopped(StopReason.BREAKPOINT, t.index, rip, ids)
+    def _planted_hit(self, t: _VcpuThread, rip: int,
+                     owners: set[Hashable]) -> Stopped | _Internal:
+        """A vCPU executed one of our INT1s (on its own thread; others may still run).
+        Conditions and logpoints are decided here; a hit that no owner wants reported
+        becomes a silent stop-and-go."""
+        stopping: list[int] = []
+        context: HitContext | None = None
+        for owner in sorted(o for o in owners if isinstance(o, int)):
+            options = self._options.get(owner)
+            if options is None:
+                self._count_hit(owner)
+                stopping.append(owner)
+                continue
+            if context is None:
+                context = HitContext(t.index, rip, t.vcpu.get_registers,
+                                     self._reader(t.index))
+            try:
+                if options.condition is not None and not options.condition(context):
+                    continue
+                count = self._count_hit(owner)
+                if options.hit_condition is not None and not options.hit_condition(count):
+                    continue
+                if options.log is not None:
+                    self.events.put(LogMessage(owner, t.index, options.log(context)))
+                    continue
+            except Exception as error:  # a condition that cannot be evaluated stops
+                return Stopped(StopReason.BREAKPOINT, t.index, rip, (owner,),
+                               description=f"breakpoint condition failed: {error}")
+            stopping.append(owner)
+        if stopping:
+            return Stopped(StopReason.BREAKPOINT, t.index, rip, tuple(stopping))
+        step = self._line_step
+        if step is not None and _STEP_OWNER in owners and t.index == step.vcpu:
+            want = step.targets.get(rip, step.start_cfa)
+            regs = self._frame_registers(t)
+            if step.frame_ok(step.symbols.frame_cfa(regs, self._reader(t.index)), want):
+                return _StepArrival(t.index, rip)
+        return _Silent(t.index, rip)
+
+    def _count_hit(self, breakpoint_id: int) -> int:
+        with self._cond:
+            count = self._hit_counts.get(breakpoint_id, 0) + 1
+            self._hit_counts[breakpoint_id] = count
+            return count
 
     def _classify(self, t: _VcpuThread, exit_: Exit, *, stepping: bool = False) -> Action:
         match exit_:
@@ -525,7 +810,7 @@ class Engine:
             case ExceptionExit(vector=Vector.DB, rip=rip) if exit_.is_icebp:
                 entry = self.table.get(rip)
                 if entry is not None and self.table.is_planted_at(rip):
-                    return self._breakpoint_stop(t, rip, entry.owners)
+                    return self._planted_hit(t, rip, entry.owners)
                 # The guest's own INT1: deliver the trap it asked for.
                 t.vcpu.set(Reg.RIP, rip + 1)
                 t.vcpu.inject_exception(Vector.DB)
@@ -589,7 +874,7 @@ class Engine:
             action = self._classify(t, exit_)
             if action is KEEP:
                 continue
-            if isinstance(action, Stopped):
+            if isinstance(action, Stopped | _Silent | _StepArrival):
                 with self._cond:
                     if self._stop is None and not self._pausing and self._ended is None:
                         self._stop = action
@@ -614,8 +899,15 @@ class Engine:
         stop, self._stop = self._stop, None
         pausing, self._pausing = self._pausing, False
         self._stopping = False
+        applied = self._run_stopped_calls()
         if self._ended is not None:
             self._report_end()
+            return
+        if stop is None and not pausing and applied:
+            self._resume_locked(self._resume_only)  # stopped only to apply a change
+            return
+        if isinstance(stop, _Silent | _StepArrival):
+            self._on_internal_stop(stop)
             return
         if stop is None and pausing:
             t = self._threads[0]

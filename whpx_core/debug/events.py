@@ -39,6 +39,15 @@ class Output:
 
 
 @dataclass(frozen=True)
+class LogMessage:
+    """A logpoint was hit: its message, evaluated at the hit; the vCPU went on."""
+
+    breakpoint_id: int
+    vcpu: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Exited:
     """The VM ended; no further stops will come."""
 
@@ -47,7 +56,7 @@ class Exited:
     message: str = ""
 
 
-EngineEvent = Stopped | BreakpointVerified | Output | Exited
+EngineEvent = Stopped | BreakpointVerified | Output | LogMessage | Exited
 
 
 @dataclass(frozen=True)

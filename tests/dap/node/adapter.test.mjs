@@ -43,7 +43,7 @@ test('function breakpoint, registers, instruction step, continue to exit', async
     assert.equal(stack.body.stackFrames[0].name, 'say_hello');
     const scopes = await dc.scopesRequest({ frameId: stack.body.stackFrames[0].id });
     const registers = await dc.variablesRequest({
-      variablesReference: scopes.body.scopes[0].variablesReference });
+      variablesReference: scopes.body.scopes.find((s) => s.name === 'Registers').variablesReference });
     const rip = registers.body.variables.find((v) => v.name === 'RIP');
     assert.equal(BigInt(rip.value), BigInt(stack.body.stackFrames[0].instructionPointerReference));
 

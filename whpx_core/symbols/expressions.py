@@ -1,17 +1,20 @@
 """A small, safe expression language for the debugger.
 
 Used by the DAP ``evaluate`` request (watch, hover, debug console), by conditional
-breakpoints (``i == 37``) and by hit conditions. The text is tokenized and parsed by hand
-(precedence climbing) into an AST, which a tree walker evaluates against an `EvalContext`
-(registers, ELF symbols, guest memory). Nothing here hands text to Python's own compiler.
+breakpoints (``i == 37``, ``p->next != 0``), hit conditions and logpoint ``{expr}``s.
+The text is tokenized and parsed by hand (precedence climbing) into an AST, which a tree
+walker evaluates against an `EvalContext` (registers, ELF symbols, guest memory and, for a
+`VariableContext` that knows a frame, C variables).
+Nothing here hands text to Python's own compiler.
 
 Grammar (C precedence, loosest first; all binary operators are left-associative)::
 
     expr     := binary
     binary   := unary (BINOP unary)*        || && | ^ & (== !=) (< <= > >=) (<< >>) (+ -) (* / %)
-    unary    := ('-' | '+' | '~' | '!' | '*') unary
+    unary    := ('-' | '+' | '~' | '!' | '*' | '&') unary
               | '(' type ')' unary          cast, e.g. (u8) x, (s32) x, (u64 *) p
-              | primary
+              | postfix
+    postfix  := primary ('[' expr ']' | '.' NAME | '->' NAME)*
     primary  := INTEGER | CHAR | NAME | '$' NAME | '(' expr ')'
     type     := (u8|u16|u32|u64|s8..s64|i8..i64|uint8_t..|int8_t..|size_t|ssize_t|uintptr_t
                  |intptr_t|ptrdiff_t|bool|_Bool|void | C specifiers: signed unsigned char short
@@ -24,15 +27,29 @@ operands are signed (so ``rax < 0`` is never true, ``(s64) rax < 0`` is the sign
 Arithmetic wraps modulo 2**64; comparisons and ``! && ||`` give 0 or 1. Division truncates
 toward zero; shifting by 64 or more gives 0 (or -1 for a negative signed ``>>``).
 Pointer casts give C pointer arithmetic: ``(u32 *) p + 1`` is ``p + 4``.
-A name is looked up as a register first (case-insensitively; eax/ax/al/ah... are derived
-from the 64-bit register when the context does not know them), then as a symbol;
-``$name`` is always a register.
+A name is looked up as a C variable first (a local or argument of the context's frame,
+then a global: only contexts with a ``variable`` method have them), then as a register
+(case-insensitively; eax/ax/al/ah... are derived from the 64-bit register when the context
+does not know them), then as an ELF symbol; ``$name`` is always a register. C variables
+win over bare register names because a C programmer's ``si`` or ``cl`` means the variable;
+``$si`` still reaches the register.
+
+C variables are typed (DWARF, `whpx_core.symbols.values.Value`): ``p->next``, ``pt.x``,
+``arr[2]``, ``m[1][2]``, ``*p`` follow their types; ``&var`` is the address of a variable
+in memory; arithmetic and comparison use the variable's integer type (``int`` is s32,
+``unsigned char`` u8 ...), and pointer arithmetic steps by the pointee's size. A struct or
+union can be the final result (`evaluate_value` returns it for display) but not an operand.
+Since C identifiers have no '.', ``foo.cold`` is still the symbol when no variable ``foo``
+exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from whpx_core.symbols.ctypes_model import CType as DwarfType
+from whpx_core.symbols.values import Value, ValueAccessError
 
 __all__ = [
     "MAX_DEPTH",
@@ -42,13 +59,19 @@ __all__ = [
     "EvalContext",
     "Expr",
     "ExpressionError",
+    "Index",
     "IntType",
+    "Member",
     "Name",
     "Number",
     "PointerType",
     "Unary",
+    "VariableContext",
+    "display",
     "evaluate",
+    "evaluate_value",
     "format_value",
+    "interpolate",
     "parse",
 ]
 
@@ -74,6 +97,14 @@ class EvalContext(Protocol):
     def symbol(self, name: str) -> int | None: ...
 
     def read_memory(self, address: int, size: int) -> bytes: ...
+
+
+
+@runtime_checkable
+class VariableContext(EvalContext, Protocol):
+    """A context that also knows C variables (a frame's locals, arguments and globals)."""
+
+    def variable(self, name: str) -> Value | None: ...
 
 
 # ---------------------------------------------------------------------------------- types
@@ -176,6 +207,21 @@ class Cast:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    operand: Expr
+    name: str
+    arrow: bool  # '->' (through a pointer) rather than '.'
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    operand: Expr
+    index: Expr
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
 class Binary:
     op: str
     left: Expr
@@ -183,7 +229,7 @@ class Binary:
     column: int
 
 
-Expr = Number | Name | Unary | Cast | Binary
+Expr = Number | Name | Unary | Cast | Binary | Member | Index
 
 # ----------------------------------------------------------------------------- tokenizer
 
@@ -194,8 +240,8 @@ _IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _IDENT_PART = _IDENT_START | frozenset("0123456789.$")
 _NUMBER_PART = _IDENT_START | frozenset("0123456789")
 _WHITESPACE = frozenset(" \t\r\n\f\v")
-_OPERATORS_2 = frozenset({"<<", ">>", "<=", ">=", "==", "!=", "&&", "||"})
-_OPERATORS_1 = frozenset("+-*/%<>&^|~!()")
+_OPERATORS_2 = frozenset({"<<", ">>", "<=", ">=", "==", "!=", "&&", "||", "->"})
+_OPERATORS_1 = frozenset("+-*/%<>&^|~!()[]")
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "0": 0, "a": 7, "b": 8, "f": 12, "v": 11,
             "\\": 92, "'": 39, '"': 34}
 
@@ -297,6 +343,11 @@ def _tokenize(text: str) -> list[_Token]:
             literal = text[index:end]
             tokens.append(_Token("num", literal, column, _number(literal, column)))
             index = end
+        elif char == "." and tokens and (tokens[-1].kind in ("name", "reg")
+                                         or tokens[-1].text in (")", "]")) \
+                and text[index - 1] not in _WHITESPACE:
+            tokens.append(_Token("op", ".", column))  # member access (never in a number)
+            index += 1
         elif char in _IDENT_START or char == "$":
             start = index + 1 if char == "$" else index
             if start >= length or text[start] not in _IDENT_START:
@@ -332,7 +383,7 @@ _PRECEDENCE = {
     "||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6,
     "<": 7, "<=": 7, ">": 7, ">=": 7, "<<": 8, ">>": 8, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10,
 }
-_UNARY = frozenset("-+~!*")
+_UNARY = frozenset("-+~!*&")
 
 
 class _Parser:
@@ -391,7 +442,39 @@ class _Parser:
             operand = self.unary()
             self.depth -= 1
             return Cast(target, operand, token.column)
-        return self.primary()
+        return self.postfix()
+
+    def postfix(self) -> Expr:
+        expr = self.primary()
+        while True:
+            token = self.peek()
+            if token.kind != "op" or token.text not in ("[", ".", "->"):
+                return expr
+            self.advance()
+            self.enter(token.column)
+            if token.text == "[":
+                index = self.binary(1)
+                closing = self.peek()
+                if closing.kind != "op" or closing.text != "]":
+                    raise ExpressionError(
+                        f"expected ']' to close the '[' at column {token.column}, "
+                        f"found {_describe(closing)}", closing.column)
+                self.advance()
+                expr = Index(expr, index, token.column)
+            else:
+                name = self.peek()
+                if name.kind != "name":
+                    raise ExpressionError(
+                        f"expected a member name after '{token.text}', found {_describe(name)}",
+                        name.column)
+                self.advance()
+                parts = name.text.split(".")
+                if "" in parts or any("$" in part for part in parts):
+                    raise ExpressionError(f"invalid member name '{name.text}'", name.column)
+                expr = Member(expr, parts[0], token.text == "->", token.column)
+                for part in parts[1:]:
+                    expr = Member(expr, part, False, token.column)
+            self.depth -= 1
 
     def type_name(self) -> CType:
         first = self.peek()
@@ -473,6 +556,7 @@ def parse(text: str | bytes) -> Expr:
 class _Value(NamedTuple):
     bits: int  # 0 .. 2**64 - 1
     type: CType
+    obj: Value | None = None  # the typed C value this came from (variables and their parts)
 
 
 def _signed(bits: int) -> int:
@@ -524,8 +608,16 @@ class _Evaluator:
             return _Value(node.value & MASK, node.type)
         if isinstance(node, Name):
             return self.name(node)
+        if isinstance(node, Member):
+            return self.member(node)
+        if isinstance(node, Index):
+            return self.index(node)
         if isinstance(node, Unary | Cast):
             operand = self.nested(node.operand, node.column)
+            if isinstance(node, Unary) and node.op in ("*", "&"):
+                return self.dereference(node, operand) if node.op == "*" \
+                    else self.address_of(node, operand)
+            _scalar(operand, node.column)
             if isinstance(node, Cast):
                 return _Value(_convert(operand.bits, node.type), node.type)
             return self.unary(node, operand)
@@ -549,13 +641,16 @@ class _Evaluator:
             current = current.left
         value = self.value_of(current)
         for step in reversed(spine):
+            _scalar(value, step.column)
             if step.op in ("&&", "||"):
                 if (value.bits != 0) == (step.op == "||"):
                     value = _truth(step.op == "||")
                 else:
-                    value = _truth(self.nested(step.right, step.column).bits != 0)
+                    right = _scalar(self.nested(step.right, step.column), step.column)
+                    value = _truth(right.bits != 0)
             else:
-                value = self.arithmetic(step, value, self.nested(step.right, step.column))
+                right = _scalar(self.nested(step.right, step.column), step.column)
+                value = self.arithmetic(step, value, right)
         return value
 
     def arithmetic(self, node: Binary, left: _Value, right: _Value) -> _Value:
@@ -616,8 +711,8 @@ class _Evaluator:
             assert isinstance(left.type, PointerType) and isinstance(right.type, PointerType)
             if node.op == "+":
                 raise ExpressionError("cannot add two pointers", node.column)
-            size = _size_of(left.type.target)
-            if size != _size_of(right.type.target):
+            size = _step(left)
+            if size != _step(right):
                 raise ExpressionError(
                     f"cannot subtract '{right.type}' from '{left.type}'", node.column)
             difference = _signed((left.bits - right.bits) & MASK)
@@ -627,9 +722,9 @@ class _Evaluator:
             raise ExpressionError(f"cannot subtract '{right.type}' from an integer", node.column)
         pointer, offset = (left, right) if lp else (right, left)
         assert isinstance(pointer.type, PointerType)
-        step = (offset.bits * _size_of(pointer.type.target)) & MASK
-        bits = pointer.bits + step if node.op == "+" else pointer.bits - step
-        return _Value(bits & MASK, pointer.type)
+        step = (offset.bits * _step(pointer)) & MASK
+        bits = (pointer.bits + step if node.op == "+" else pointer.bits - step) & MASK
+        return _Value(bits, pointer.type, _moved_pointer(pointer.obj, bits))
 
     def unary(self, node: Unary, operand: _Value) -> _Value:
         if node.op == "*":
@@ -644,6 +739,12 @@ class _Evaluator:
         return _Value(operand.bits, kind)  # unary +
 
     def dereference(self, node: Unary, pointer: _Value) -> _Value:
+        if pointer.obj is not None:
+            kind = pointer.obj.type.strip().kind
+            if kind not in ("pointer", "array"):
+                raise ExpressionError(
+                    f"cannot dereference '{pointer.obj.type_name}'", node.column)
+            return self.typed(lambda: pointer.obj.deref(), node.column)
         target: CType = U64
         if isinstance(pointer.type, PointerType):
             if pointer.type.target is None:
@@ -659,8 +760,60 @@ class _Evaluator:
             raise _unreadable(size, address, node.column)
         return _Value(_convert(int.from_bytes(data, "little"), target), target)
 
+    def typed(self, get, column: int) -> _Value:
+        """A part of a C value (member, element, pointee), as an operand."""
+        try:
+            return _from_object(get(), column)
+        except ValueAccessError as error:
+            raise ExpressionError(str(error), column) from None
+
+    def member(self, node: Member) -> _Value:
+        base = self.nested(node.operand, node.column)
+        obj = base.obj
+        if obj is None:
+            raise ExpressionError(
+                f"'{node.name}' is not a member of a non-C value (only C variables have "
+                "members)", node.column)
+        kind = obj.type.strip().kind
+        if node.arrow and kind not in ("pointer", "array"):
+            raise ExpressionError(f"'->' needs a pointer, not '{obj.type_name}'", node.column)
+        if node.arrow:
+            return self.typed(lambda: obj.deref().member(node.name), node.column)
+        return self.typed(lambda: obj.member(node.name), node.column)
+
+    def index(self, node: Index) -> _Value:
+        base = self.nested(node.operand, node.column)
+        position = _scalar(self.nested(node.index, node.column), node.column)
+        offset = _signed(position.bits) if _promotes_signed(position.type) else position.bits
+        if base.obj is not None:
+            return self.typed(lambda: base.obj.index(offset), node.column)
+        if not isinstance(base.type, PointerType):
+            raise ExpressionError(f"cannot index a '{base.type}'", node.column)
+        moved = self.pointer_arithmetic(Binary("+", node.operand, node.index, node.column),
+                                        base, position)
+        return self.dereference(Unary("*", node.operand, node.column), moved)
+
+    def address_of(self, node: Unary, operand: _Value) -> _Value:
+        obj = operand.obj
+        if obj is None:
+            if isinstance(node.operand, Name) and not node.operand.register_only and \
+                    self.ask("symbol", node.operand.name, node.operand) == operand.bits:
+                return _Value(operand.bits, U64)  # an ELF symbol's value is its address
+            raise ExpressionError("'&' needs a variable in memory", node.column)
+        if obj.address is None:
+            where = f"register {obj.register}" if obj.register else "no memory"
+            raise ExpressionError(f"cannot take the address of a value in {where}",
+                                  node.column)
+        pointer = DwarfType("pointer", size=8, target=obj.type)
+        value = Value(pointer, data=obj.address.to_bytes(8, "little"), memory=obj.memory,
+                      symbols=obj.symbols)
+        return _Value(obj.address, PointerType(_plain(obj.type)), value)
+
     def name(self, node: Name) -> _Value:
         name = node.name
+        variable = self.variable(node)
+        if variable is not None:
+            return variable
         register = name.lower()
         value = self.ask("register", register, node)
         if value is not None:
@@ -678,6 +831,31 @@ class _Evaluator:
             return _Value(value & MASK, U64)
         raise ExpressionError(f"unknown register or symbol '{name}'", node.column)
 
+    def variable(self, node: Name) -> _Value | None:
+        if node.register_only or not isinstance(self.context, VariableContext):
+            return None
+        parts = node.name.split(".")
+        try:
+            found = self.context.variable(parts[0])
+        except Exception as error:
+            raise ExpressionError(f"cannot get variable '{parts[0]}' ({error})",
+                                  node.column) from None
+        if found is None:
+            return None
+        if not isinstance(found, Value):
+            raise ExpressionError(f"variable '{parts[0]}' is not a typed value", node.column)
+        obj = found
+
+        def members() -> Value:
+            current = obj
+            for part in parts[1:]:
+                if not part:
+                    raise ValueAccessError(f"invalid member name in '{node.name}'")
+                current = current.member(part)
+            return current
+
+        return self.typed(members, node.column)
+
     def ask(self, what: str, name: str, node: Name) -> int | None:
         try:
             value = (self.context.register if what == "register" else self.context.symbol)(name)
@@ -688,14 +866,141 @@ class _Evaluator:
         return value
 
 
-def evaluate(text_or_expr: str | bytes | Expr, context: EvalContext) -> int:
-    """The expression's value as a 64-bit pattern (0 .. 2**64 - 1); comparisons give 0/1."""
+def _run(text_or_expr: str | bytes | Expr, context: EvalContext) -> _Value:
     expr = (parse(text_or_expr) if isinstance(text_or_expr, str | bytes | bytearray)
             else text_or_expr)
     try:
-        return _Evaluator(context).value_of(expr).bits
+        return _Evaluator(context).value_of(expr)
     except RecursionError:  # only a hand-built AST can get here
         raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep") from None
+
+
+def evaluate(text_or_expr: str | bytes | Expr, context: EvalContext) -> int:
+    """The expression's value as a 64-bit pattern (0 .. 2**64 - 1); comparisons give 0/1."""
+    return _scalar(_run(text_or_expr, context), 1).bits
+
+
+def evaluate_value(text_or_expr: str | bytes | Expr, context: EvalContext) -> int | Value:
+    """Like `evaluate`, but a result that is a C variable or a part of one (a struct, an
+    array element, ``*p``) comes back as its typed `Value`, for display and children."""
+    result = _run(text_or_expr, context)
+    return result.obj if result.obj is not None else result.bits
+
+
+def display(text_or_expr: str | bytes | Expr, context: EvalContext) -> str:
+    """The value as a person reads it: C values as C (``37``, ``BLUE``, ``0x1000 <sym>``),
+    signed and narrow results in decimal, 64-bit unsigned ones and pointers in hex."""
+    result = _run(text_or_expr, context)
+    if result.obj is not None:
+        return result.obj.format()
+    if isinstance(result.type, IntType) and (result.type.signed or result.type.size < 8):
+        return str(_signed(result.bits) if result.type.signed else result.bits)
+    return f"{result.bits:#x}"
+
+
+def interpolate(message: str, context: EvalContext) -> str:
+    """A logpoint message with every ``{expression}`` replaced by `display` of it; ``{{``
+    and ``}}`` are literal braces. A failing expression becomes ``<error: ...>`` in the
+    text: a logpoint reports, it never stops the guest."""
+    out: list[str] = []
+    index = 0
+    while index < len(message):
+        char = message[index]
+        if char in "{}" and message[index:index + 2] in ("{{", "}}"):
+            out.append(char)
+            index += 2
+            continue
+        if char != "{":
+            out.append(char)
+            index += 1
+            continue
+        end = message.find("}", index + 1)
+        if end < 0:
+            out.append(message[index:])
+            break
+        try:
+            out.append(display(message[index + 1:end], context))
+        except ExpressionError as error:
+            out.append(f"<error: {error}>")
+        index = end + 1
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------ C values
+
+
+def _plain(ctype: DwarfType | None) -> IntType | PointerType | None:
+    """The expression-language type closest to a DWARF type (for casts and printing)."""
+    if ctype is None:
+        return None
+    stripped = ctype.strip()
+    if stripped.kind in ("base", "enum") and stripped.size in (1, 2, 4, 8):
+        return IntType(stripped.size, stripped.signed)
+    if stripped.kind == "pointer":
+        return PointerType(_plain(stripped.target) if stripped.target is not None and
+                           stripped.target.strip().kind in ("base", "enum") else None)
+    return None
+
+
+def _from_object(obj: Value, column: int) -> _Value:
+    if obj.optimized_out:
+        raise ExpressionError(f"the value of type '{obj.type_name}' is optimized out", column)
+    stripped = obj.type.strip()
+    try:
+        if stripped.kind in ("base", "enum"):
+            number = obj.as_int()
+            size = stripped.size if stripped.size in (1, 2, 4, 8) else 8
+            return _Value(number & MASK, IntType(size, stripped.signed), obj)
+        if stripped.kind == "pointer":
+            return _Value(obj.as_int() & MASK, PointerType(_plain(stripped.target)), obj)
+    except ValueAccessError as error:
+        raise ExpressionError(str(error), column) from None
+    if stripped.kind == "array":
+        if obj.address is None:
+            return _Value(0, U64, obj)  # a computed array: displayable, not an operand
+        return _Value(obj.address, PointerType(_plain(stripped.target)), obj)
+    return _Value(obj.address or 0, U64, obj)  # struct, union, function: display only
+
+
+def _scalar(value: _Value, column: int) -> _Value:
+    """`value` as an operand: structs and unions (and computed arrays) are not numbers."""
+    obj = value.obj
+    if obj is not None:
+        kind = obj.type.strip().kind
+        if kind in ("struct", "union", "function", "void") or (
+                kind == "array" and obj.address is None):
+            raise ExpressionError(f"a '{obj.type_name}' is not a number", column)
+    return value
+
+
+def _step(pointer: _Value) -> int:
+    """How far `pointer + 1` moves: the pointee's size (DWARF types know structs too)."""
+    if pointer.obj is not None:
+        stripped = pointer.obj.type.strip()
+        target = stripped.target if stripped.kind in ("pointer", "array") else None
+        if stripped.kind == "array":
+            target = pointer.obj.type.element_array()
+        if target is not None and target.strip().kind not in ("void", "function"):
+            return target.byte_size or 1
+        if target is not None:
+            return 1
+    assert isinstance(pointer.type, PointerType)
+    return _size_of(pointer.type.target)
+
+
+def _moved_pointer(obj: Value | None, bits: int) -> Value | None:
+    """The typed pointer after arithmetic (an array decays to a pointer to its element)."""
+    if obj is None:
+        return None
+    stripped = obj.type.strip()
+    if stripped.kind == "array":
+        pointer = DwarfType("pointer", size=8, target=obj.type.element_array())
+    elif stripped.kind == "pointer":
+        pointer = obj.type
+    else:
+        return None
+    return Value(pointer, data=bits.to_bytes(8, "little"), memory=obj.memory,
+                 symbols=obj.symbols)
 
 
 def format_value(value: int) -> str:
