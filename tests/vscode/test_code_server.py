@@ -46,5 +46,6 @@ def test_vscode_debugs_the_example(tmp_path: Path) -> None:
     result = subprocess.run([str(NODE24), "--test", "--test-reporter=tap", "vscode.test.mjs"],
                             cwd=E2E, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "# pass 1" in result.stdout and "# fail 0" in result.stdout, result.stdout[-2000:]
-    assert (SCREENSHOTS / "vscode-paused-smp.png").stat().st_size > 10_000
+    assert "# pass 2" in result.stdout and "# fail 0" in result.stdout, result.stdout[-2000:]
+    for name in ("vscode-paused-smp", "vscode-adapter-error"):
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

@@ -1,6 +1,7 @@
 // VS Code itself (code-server in headless Chromium, driven by puppeteer-core) debugging
-// the example project with the packaged extension: F5, a stop at a function breakpoint,
-// both vCPUs in the Call Stack, the registers in the Variables view. Screenshots go to
+// the example project with the packaged extension: F5, a stop at a line breakpoint (F9),
+// both vCPUs in the Call Stack, locals and registers in the Variables view; and the
+// message for an interpreter that cannot run the adapter. Screenshots go to
 // $WHPX_SCREENSHOTS. Run by tests/vscode/test_code_server.py, which builds the .vsix and
 // passes every path in the environment.
 import { test, before, after } from 'node:test';
@@ -242,4 +243,19 @@ test('F5 stops both vCPUs at a gutter breakpoint; call stack, locals, registers'
     { timeout: 180000 });
   await page.waitForFunction(() => document.querySelector('.repl')?.textContent
     .includes('primes below 2000: 303'));
+});
+
+test('a wrong whpx.pythonPath gets a message naming it and what to install', async () => {
+  // Workspace settings, as a user would point at another interpreter.
+  const bogus = join(work, 'no-such-python');
+  writeFileSync(join(folder, '.vscode', 'settings.json'),
+    JSON.stringify({ 'whpx.pythonPath': bogus }));
+  await page.waitForFunction(() => !document.querySelector('.debug-call-stack .thread'));
+  await page.click('.monaco-editor .view-lines');
+  await page.keyboard.press('F5');
+  await page.waitForFunction((path) => [...document.querySelectorAll(
+    '.notifications-toasts .notification-list-item, .monaco-dialog-box')]
+    .some((n) => n.textContent.includes(path) && n.textContent.includes('not found') &&
+      n.textContent.includes('pip install')), { timeout: 120000 }, bogus);
+  await shot('vscode-adapter-error');
 });
