@@ -123,6 +123,7 @@ before(async () => {
   // emulated one behaves the same on every machine CI runs on.
   const launch = join(folder, '.vscode', 'launch.json');
   const text = readFileSync(launch, 'utf8');
+  assert.match(text, /"platform": "auto"/);
   writeFileSync(launch, text.replace('"platform": "auto"', `"platform": "${platform}"`));
 
   execFileSync(process.execPath, codeServerArgs('--install-extension', vsix),
