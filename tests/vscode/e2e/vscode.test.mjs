@@ -76,19 +76,20 @@ async function rowWith(selector, text) {
 }
 
 // Expand a tree row (a thread, a scope) unless VS Code already did: click selects it
-// (and toggles some rows), the right arrow key expands the selection.
+// (and toggles some rows), the right arrow key expands the selection. The trees
+// re-render as the session's state arrives, so each try finds the row afresh.
 async function expand(selector, text) {
-  const node = await rowWith(selector, text);
-  const state = () => node.evaluate((n) => n.closest('.monaco-list-row')
-    .getAttribute('aria-expanded'));
-  if (await state() !== 'true') {
-    await node.click();
-    if (await state() !== 'true') {
+  const expanded = () => page.evaluate((sel, want) => [...document.querySelectorAll(sel)]
+    .some((n) => n.textContent.includes(want) &&
+      n.closest('.monaco-list-row')?.getAttribute('aria-expanded') === 'true'), selector, text);
+  for (let attempt = 0; attempt < 10 && !await expanded(); attempt++) {
+    await (await rowWith(selector, text)).click();
+    if (!await expanded()) {
       await page.keyboard.press('ArrowRight');
     }
+    await new Promise((resolve) => setTimeout(resolve, 300));
   }
-  await page.waitForFunction((n) => n.closest('.monaco-list-row')
-    .getAttribute('aria-expanded') === 'true', {}, node);
+  assert.ok(await expanded(), `${selector} ${text} does not expand`);
 }
 
 // A command by its palette label; rows show the label without its category at times.
