@@ -1,7 +1,7 @@
 """The example project (examples/smp-guest) under DebugClient (npm
 @vscode/debugadapter-testsupport) with node --test: machine level (example.test.mjs) and
-source level (example-source.test.mjs) must pass; example-pending.test.mjs holds two known
-bugs (races), run as an expected failure.
+source level (example-source.test.mjs) and two races that were bugs once
+(example-races.test.mjs).
 
 The example is copied and built with its own build.sh, as a user starting from it would."""
 
@@ -47,9 +47,6 @@ def test_example_machine_and_source_level(example_elf: Path) -> None:
     assert "# pass 4" in result.stdout and "# fail 0" in result.stdout, result.stdout[-2000:]
 
 
-@pytest.mark.xfail(strict=False, reason="known races, reported: the emulated platform's "
-                   "write data breakpoint misses vCPU 1's lock addl in most runs; the "
-                   "adapter deadlocks when a request arrives while the event thread sends")
-def test_example_known_bugs(example_elf: Path) -> None:
-    result = run_node_tests(example_elf, "example-pending.test.mjs")
+def test_example_races(example_elf: Path) -> None:
+    result = run_node_tests(example_elf, "example-races.test.mjs")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

@@ -94,8 +94,7 @@ test('a data breakpoint on `finished` stops at a write to it; continue to exit',
     assert.ok(Number(now.body.result) >= 1, now.body.result);
     const stack = await dc.stackTraceRequest({ threadId: hit.threadId });
     assert.equal(stack.body.stackFrames[0].name, 'guest_main');
-    // Each vCPU's write stopping in turn is in example-pending.test.mjs: the emulated
-    // platform misses vCPU 1's write in most runs.
+    // Each vCPU's write stopping in turn: example-races.test.mjs.
 
     await dc.send('setDataBreakpoints', { breakpoints: [] });
     const output = [];

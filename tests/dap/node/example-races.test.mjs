@@ -1,15 +1,16 @@
-// Known bugs, as tests: tests/dap/test_example_client.py runs this file as an expected
-// failure (not strict: both bugs are races). Move a test into example.test.mjs once it
-// passes every time.
+// Races, as tests (both were bugs once): a stop caught on one vCPU just before the other
+// ends the guest, and requests that arrive while the adapter sends a stop event.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DebugClient } from '@vscode/debugadapter-testsupport';
 import { program, session, stopped } from './example-session.mjs';
 
-// On the emulated platform a write data breakpoint misses vCPU 1's `lock addl` to
-// `finished` in most runs (vCPU 0's is always reported).
+// Each vCPU's `lock addl` to `finished` is a data-breakpoint stop, reported exactly once,
+// even when vCPU 0 ends the guest before the cancel of vCPU 1's stop reaches it. Both
+// writes may land before the first stop is reported (all-stop catches the second vCPU
+// after its write; that hit is reported at the next continue, as the engine promises).
 
-test('data breakpoint: each vCPU stops at its own write (emulated misses vCPU 1)',
+test('data breakpoint: each vCPU stops at its own write, each reported once',
   async () => {
     await session(async (dc) => {
       dc.defaultTimeout = 10000;  // a missed write is a stop that never comes
@@ -26,16 +27,16 @@ test('data breakpoint: each vCPU stops at its own write (emulated misses vCPU 1)
         assert.equal(hit.reason, 'data breakpoint');
         writers.push(hit.threadId);
         const now = await dc.evaluateRequest({ expression: 'finished', frameId: 1 });
-        assert.equal(Number(now.body.result), write);
+        assert.ok(Number(now.body.result) >= write, now.body.result);
       }
       assert.deepEqual(writers.sort(), [1, 2]);
     });
   });
 
-// An adapter deadlock: the engine-event thread holds Session.lock while it waits for the
-// event loop to take its event (anyio.from_thread.run_sync), and the loop waits for the
-// same lock to handle a request that came meanwhile. VS Code asks for the threads right
-// around every stop, so its sessions hang now and then; here the first stop usually does.
+// Was an adapter deadlock: the engine-event thread held Session.lock while it waited for
+// the event loop to take its event, and the loop waited for the same lock to handle a
+// request that came meanwhile. VS Code asks for the threads right around every stop, so
+// its sessions hung now and then; here the first stop usually did. Sends no longer wait.
 test('requests racing stop events are all answered (adapter deadlock)', async () => {
   for (let run = 0; run < 10; run++) {
     const dc = new DebugClient(process.env.WHPX_PYTHON, '-mdap_whpx', 'whpx');
