@@ -219,6 +219,7 @@ class EmulatedVcpu(Vcpu):
         self._guest_tf = False
         self._halted = False
         self._pending_irqs: set[int] = set()
+        self._sleeping = False  # in _wait_for_interrupt (HLT with interrupts on)
         self._pending_exception: tuple[int, int | None] | None = None
         self._pending_guest_db = 0  # DR6 B0-B3 of a guest data #DB not delivered yet
         self._emu_thread: int | None = None
@@ -293,6 +294,10 @@ class EmulatedVcpu(Vcpu):
     def request_interrupt(self, vector: int) -> None:
         with self._p.baton.cond:
             self._pending_irqs.add(vector)
+            if self._sleeping:
+                # Runnable from this virtual instant on, whenever its host thread wakes:
+                # the round-robin waits for its turn, so runs stay deterministic.
+                self._p.baton.running.add(self.index)
             self._p.baton.cond.notify_all()
 
     def inject_exception(self, vector: int, error_code: int | None = None) -> None:
@@ -361,7 +366,9 @@ class EmulatedVcpu(Vcpu):
         baton, clock = self._p.baton, self._p.clock
         with baton.cond:
             baton.running.discard(self.index)
+            baton.cond.notify_all()  # a vCPU waiting for this one's turn goes on
             baton.sleepers += 1
+            self._sleeping = True
             try:
                 while True:
                     if self._cancel:
@@ -376,6 +383,7 @@ class EmulatedVcpu(Vcpu):
                     baton.cond.wait()
             finally:
                 baton.sleepers -= 1
+                self._sleeping = False
 
     def _deliver_interrupt(self) -> Exit | None:
         if not self._pending_irqs or self._stepping:

@@ -86,16 +86,18 @@ class Baton:
         self.sleepers = 0  # halted vCPUs waiting on `cond` for an interrupt
 
     def _next(self) -> int:
-        if len(self._waiting) == 1:
-            return next(iter(self._waiting))
-        after = [i for i in self._waiting if i > self._last]
-        return min(after) if after else min(self._waiting)
+        """Whose turn it is: round-robin over every runnable vCPU (in run(), not halted),
+        not only over those whose host threads are already waiting here, so which vCPU
+        runs next never depends on how fast a host thread gets here."""
+        candidates = self.running | self._waiting
+        after = [i for i in candidates if i > self._last]
+        return min(after) if after else min(candidates)
 
     def acquire(self, index: int) -> None:
         with self.cond:
             self.running.add(index)
-            if self._holder is None and not self._waiting:
-                self._holder = index  # uncontended: the common case when stepping
+            if self._holder is None and self._next() == index:
+                self._holder = index  # its turn already: the common case when stepping
                 return
             self._waiting.add(index)
             while self._holder is not None or self._next() != index:
@@ -114,8 +116,7 @@ class Baton:
         """`index` left run(): halted vCPUs may now be the only ones, so time can jump."""
         with self.cond:
             self.running.discard(index)
-            if self.sleepers:
-                self.cond.notify_all()
+            self.cond.notify_all()  # its turn passes on; halted vCPUs may warp time
 
     def wake_all(self) -> None:
         with self.cond:
