@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 symbols_lock = threading.RLock()
 
-_GPRS = (Reg.RAX, Reg.RBX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RBP, Reg.RSP, Reg.R8,
-         Reg.R9, Reg.R10, Reg.R11, Reg.R12, Reg.R13, Reg.R14, Reg.R15, Reg.RIP)
 MAX_FRAMES = 64
 
 
@@ -62,8 +60,7 @@ def reader(session: Session, vcpu: int):
 
 
 def frame_registers(session: Session, vcpu: int) -> dict[str, int]:
-    values = engine_of(session).get_registers(vcpu, _GPRS)
-    return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}
+    return engine_of(session).frame_registers(vcpu)
 
 
 def frames(session: Session, vcpu: int) -> list[Frame]:

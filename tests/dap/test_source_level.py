@@ -55,6 +55,15 @@ def go(client: DapClient) -> dict:
     return client.wait_event("stopped", TIMEOUT)["body"]
 
 
+def run_to(client: DapClient, *breakpoints: dict) -> dict:
+    """Set these source breakpoints, end the configuration (the entry stop), continue to
+    the first hit."""
+    set_lines(client, *breakpoints)
+    client.request("configurationDone")
+    client.wait_event("stopped")
+    return go(client)
+
+
 def stack(client: DapClient, thread: int = 1) -> list[dict]:
     return client.request("stackTrace", {"threadId": thread})["body"]["stackFrames"]
 
@@ -129,10 +138,7 @@ def test_logpoint_prints_100_lines_without_a_stop(client):
 
 
 def test_next_step_in_step_out(client):
-    set_lines(client, {"line": line("step_call")})
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    go(client)
+    run_to(client, {"line": line("step_call")})
     client.request("next", {"threadId": 1})
     assert client.wait_event("stopped", TIMEOUT)["body"]["reason"] == "step"
     frame = stack(client)[0]
@@ -141,10 +147,7 @@ def test_next_step_in_step_out(client):
 
 
 def test_step_in_then_out_returns_to_the_callers_line(client):
-    set_lines(client, {"line": line("step_call")})
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    go(client)
+    run_to(client, {"line": line("step_call")})
     client.request("stepIn", {"threadId": 1})
     client.wait_event("stopped", TIMEOUT)
     frames = stack(client)
@@ -159,10 +162,7 @@ def test_step_in_then_out_returns_to_the_callers_line(client):
 
 
 def test_next_over_a_recursive_call(client):
-    set_lines(client, {"line": line("fact_recurse"), "condition": "n == 5"})
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    go(client)
+    run_to(client, {"line": line("fact_recurse"), "condition": "n == 5"})
     depth = len(stack(client))
     client.request("next", {"threadId": 1})
     client.wait_event("stopped", TIMEOUT)
@@ -177,10 +177,7 @@ def test_next_over_a_recursive_call(client):
 
 
 def test_locals_struct_members_and_array_elements(client):
-    set_lines(client, {"line": line("inspect_body")})
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    go(client)
+    run_to(client, {"line": line("inspect_body")})
     frame = stack(client)[0]
     assert frame["name"] == "inspect"
     local = variables_of(client, frame["id"], "Locals")
@@ -217,10 +214,7 @@ def test_locals_struct_members_and_array_elements(client):
 
 
 def test_five_deep_stack_through_the_assembly_frame(client):
-    set_lines(client, {"line": line("chain_4_body")})
-    client.request("configurationDone")
-    client.wait_event("stopped")
-    go(client)
+    run_to(client, {"line": line("chain_4_body")})
     frames = stack(client)
     names = [f["name"] for f in frames[:6]]
     assert names == ["chain_4", "chain_3", "demo_asm_frame", "chain_2", "chain_1",

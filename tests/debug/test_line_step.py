@@ -66,8 +66,8 @@ class Session:
         return stop
 
     def cfa(self, vcpu: int = 0) -> int | None:
-        regs = self.engine._frame_registers(self.engine._threads[vcpu])
-        return self.steps.frame_cfa(regs, self.engine._reader(vcpu))
+        regs = self.engine.frame_registers(vcpu)
+        return self.steps.frame_cfa(regs, lambda a, n: self.engine.read_memory(a, n, vcpu))
 
     def finish(self) -> None:
         self.engine.resume()
@@ -141,8 +141,8 @@ def test_a_breakpoint_hit_during_next_is_reported_and_ends_the_step(session):
     assert stop.reason is StopReason.BREAKPOINT and stop.breakpoints == (bp.id,)
     session.engine.remove_breakpoint(bp.id)
     engine = session.engine
-    frames = session.info.unwind(engine._frame_registers(engine._threads[0]),
-                                 engine._reader(0), max_frames=2)
+    frames = session.info.unwind(engine.frame_registers(0),
+                                 engine.read_memory, max_frames=2)
     stop = session.step(StepKind.OUT)
     # caller_a (or, where the compiler made leaf a tail call, caller_a's caller)
     assert frames[1].function.name in ("caller_a", "guest_main")

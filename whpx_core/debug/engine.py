@@ -135,8 +135,11 @@ class HitContext:
 
     def frame_registers(self) -> dict[str, int]:
         """The general registers by lowercase name ('rip', 'rsp', ...), for unwinding."""
-        values = self.get_registers(_GPRS)
-        return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}
+        return _by_name(self.get_registers(_GPRS))
+
+
+def _by_name(values: list[RegValue]) -> dict[str, int]:
+    return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -580,8 +583,14 @@ class Engine:
         self._continue_line_step(t, self._resume_only)
 
     def _frame_registers(self, t: _VcpuThread) -> dict[str, int]:
-        values = t.vcpu.get_registers(_GPRS)
-        return {reg.name.lower(): int(v) for reg, v in zip(_GPRS, values, strict=True)}
+        return _by_name(t.vcpu.get_registers(_GPRS))
+
+    def frame_registers(self, vcpu: int) -> dict[str, int]:
+        """The general registers and RIP by lowercase name ('rip', 'rsp', ...): what the
+        symbols layer unwinds from."""
+        with self._cond:
+            self._require_not_running()
+            return self._frame_registers(self._threads[vcpu])
 
     def _reader(self, vcpu: int) -> Callable[[int, int], bytes]:
         return lambda address, size: self.read_memory(address, size, vcpu)
