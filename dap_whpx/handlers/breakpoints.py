@@ -282,15 +282,55 @@ def data_breakpoint_info(session: Session, args: DataBreakpointInfoArguments) ->
     if not engine.partition_capabilities.hardware_watchpoints:
         return {"dataId": None, "description": f"{session.state['platform'].name}: "
                 "hardware watchpoints do not fire on this platform (measured)"}
-    size = args.bytes or 8
-    if size not in (1, 2, 4, 8):
-        return {"dataId": None, "description": "watch 1, 2, 4 or 8 bytes (x86 DR7)"}
-    if args.asAddress:
+    variable = None if args.asAddress else _c_variable(session, args)
+    if variable is not None:  # a C variable: its address and its type's size
+        if variable.address is None:
+            return {"dataId": None, "description": f"'{args.name}' is not in memory "
+                    "(it lives in a register, or is optimized out here)"}
+        address, size = variable.address, args.bytes or variable.size
+    elif args.asAddress:
         address, _ = parse_reference(session, args.name)
+        size = args.bytes or 8
     else:
-        address = evaluate_int(session, args.name, 0)
+        address, size = evaluate_int(session, args.name, 0), args.bytes or 8
+    if size not in (1, 2, 4, 8):
+        return {"dataId": None, "description": f"'{args.name}' is {size} bytes; x86 debug "
+                "registers watch 1, 2, 4 or 8 bytes"}
     return {"dataId": f"{address:#x}/{size}", "description": f"{size} bytes at {address:#x}",
             "accessTypes": ["write", "readWrite"], "canPersist": False}
+
+
+def _c_variable(session: Session, args: DataBreakpointInfoArguments) -> Any:
+    """The DWARF value the request names: a child of a variables reference (the Variables
+    view), or what the name evaluates to in the frame (a watch); None when it is no C
+    variable (a register, a symbol, an address expression)."""
+    from dap_whpx.handlers.source import (
+        FrameRef,
+        debug_info,
+        evaluate_in_frame,
+        frame_ref,
+        symbols_lock,
+    )
+    from dap_whpx.handlers.stack import scope_variables
+
+    if debug_info(session) is None:
+        return None
+    if args.variablesReference:
+        item = session.handles.get(args.variablesReference)
+        if item[0] in ("locals", "arguments", "globals"):
+            found = {v.name: v.value for v in scope_variables(session, item[0], item[1])}
+        elif item[0] == "value":
+            with symbols_lock:
+                found = dict(item[1].children())
+        else:
+            return None
+        return found.get(args.name)
+    ref = frame_ref(session, args.frameId) if args.frameId is not None else FrameRef(0, 0)
+    try:
+        value = evaluate_in_frame(session, args.name, ref)
+    except DapError:
+        return None
+    return None if isinstance(value, int) else value
 
 
 @request("setDataBreakpoints", SetDataBreakpointsArguments)

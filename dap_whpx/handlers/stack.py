@@ -145,7 +145,7 @@ def variables(session: Session, args: VariablesArguments) -> dict[str, Any]:
     match item:
         case (("locals" | "arguments" | "globals") as kind, FrameRef() as ref):
             found = [variable_body(session, v.name, v.value, v.name, ref)
-                     for v in _scope_variables(session, kind, ref)]
+                     for v in scope_variables(session, kind, ref)]
         case ("value", value, path, ref):
             with symbols_lock:
                 children = value.children()
@@ -213,7 +213,7 @@ def set_variable(session: Session, args: SetVariableArguments) -> dict[str, Any]
 
 
 # -- C variables -------------------------------------------------------------------------
-def _scope_variables(session: Session, kind: str, ref: FrameRef) -> list[Any]:
+def scope_variables(session: Session, kind: str, ref: FrameRef) -> list[Any]:
     info = debug_info(session)
     assert info is not None
     frame = frames(session, ref.vcpu)[ref.index]
@@ -255,7 +255,7 @@ def _set_c_variable(session: Session, item: Any, args: SetVariableArguments) -> 
         target = children.get(args.name)
     else:
         ref = item[1]
-        target = next((v.value for v in _scope_variables(session, item[0], ref)
+        target = next((v.value for v in scope_variables(session, item[0], ref)
                        if v.name == args.name), None)
     if target is None:
         raise DapError(f"there is no variable '{args.name}' here")

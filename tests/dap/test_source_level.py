@@ -253,3 +253,28 @@ def test_disassembly_carries_line_information(client):
     assert with_lines and with_lines[0]["location"]["path"] == SOURCE
     assert with_lines[0]["line"] == line("step_call")
     finish(client)
+
+
+def test_data_breakpoint_on_a_c_variable_takes_its_address_and_size(client, platform):
+    if not platform.capabilities().hardware_watchpoints:
+        pytest.skip(f"{platform.name}: data watchpoints do not fire here (measured)")
+    run_to(client, {"line": line("step_call")})
+    frame = stack(client)[0]
+    scopes = client.request("scopes", {"frameId": frame["id"]})["body"]["scopes"]
+    globals_ref = next(s for s in scopes if s["name"] == "Globals")["variablesReference"]
+    info = client.request("dataBreakpointInfo", {"name": "demo_sink",
+                                                 "variablesReference": globals_ref})["body"]
+    watch = client.request("dataBreakpointInfo", {"name": "demo_sink",
+                                                  "frameId": frame["id"]})["body"]
+    address = client.request("evaluate", {"expression": "&demo_sink",
+                                          "frameId": frame["id"]})["body"]["memoryReference"]
+    assert info["dataId"] == watch["dataId"] == f"{int(address, 16):#x}/4"  # an int: 4 bytes
+    set_lines(client)  # no line breakpoints: the watchpoint is what stops next
+    (bp,) = client.request("setDataBreakpoints", {"breakpoints": [
+        {"dataId": info["dataId"], "accessType": "write"}]})["body"]["breakpoints"]
+    assert bp["verified"]
+    stopped = go(client)
+    assert stopped["reason"] == "data breakpoint"
+    assert stack(client)[0]["name"] == "step_callee"  # the next write: demo_sink = r
+    client.request("setDataBreakpoints", {"breakpoints": []})
+    finish(client)
