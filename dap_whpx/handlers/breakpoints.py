@@ -330,7 +330,10 @@ def _c_variable(session: Session, args: DataBreakpointInfoArguments) -> Any:
         value = evaluate_in_frame(session, args.name, ref)
     except DapError:
         return None
-    return None if isinstance(value, int) else value
+    if isinstance(value, int) or (value.address is None and value.register is None
+                                  and not value.optimized_out):
+        return None  # a number or a computed value (&x, p + 1): an address expression
+    return value
 
 
 @request("setDataBreakpoints", SetDataBreakpointsArguments)
