@@ -186,6 +186,7 @@ class Engine:
         self._hit_counts: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._line_step: LineStep | None = None
+        self._step_planted: set[int] = set()  # the line step's temporary breakpoints
         self._stopped_calls: list[_StoppedCall] = []
         self._resume_only: int | None = None  # the scope of the last resume
         self._running = 0  # vCPU threads currently out of the parked state
@@ -501,12 +502,12 @@ class Engine:
             ranges = symbols.line_ranges(regs["rip"])
             if not self._step_inside_line_step(t):
                 return
-            step = LineStep(vcpu, kind, symbols, cfa, plan_ranges(ranges, read, kind),
-                            line=symbols.line_key(regs["rip"]))
             if not ranges:  # no line info here: one instruction is the step
                 self._emit(Stopped(StopReason.STEP, vcpu, self._rip(t)))
                 return
-            self._line_step = step
+            self._line_step = LineStep(vcpu, kind, symbols, cfa,
+                                       plan_ranges(ranges, read, kind),
+                                       line=symbols.line_key(regs["rip"]))
             self._continue_line_step(t, only)
 
     def _start_line_step(self, step: LineStep, t: _VcpuThread, only: int | None) -> None:
@@ -553,20 +554,19 @@ class Engine:
         step = self._line_step
         assert step is not None and not self.table.armed
         wanted = step.breakpoint_addresses()
-        for entry in [e for e in self.table if _STEP_OWNER in e.owners]:
-            if entry.address not in wanted:
-                self.table.remove(entry.address, _STEP_OWNER, self.memory)
-        for address in wanted:
+        for address in self._step_planted - wanted:
+            self.table.remove(address, _STEP_OWNER, self.memory)
+        for address in wanted - self._step_planted:
             self.table.add(address, _STEP_OWNER)
+        self._step_planted = wanted
 
     def _end_line_step(self) -> None:
         if self._line_step is None:
             return
         self._line_step = None
-        if self.table.armed:  # the step ends at a reported stop: memory is clean by then
-            return
-        for entry in [e for e in self.table if _STEP_OWNER in e.owners]:
-            self.table.remove(entry.address, _STEP_OWNER, self.memory)
+        for address in self._step_planted:
+            self.table.remove(address, _STEP_OWNER, self.memory)
+        self._step_planted = set()
 
     def _on_internal_stop(self, stop: _Internal) -> None:
         """Every vCPU has stopped for a hit that is not reported: act on it, go on."""
@@ -902,7 +902,7 @@ class Engine:
             action = self._classify(t, exit_)
             if action is KEEP:
                 continue
-            if isinstance(action, Stopped | _Silent | _StepArrival):
+            if isinstance(action, Stopped | _Internal):
                 with self._cond:
                     if self._stop is None and not self._pausing and self._ended is None:
                         self._stop = action
@@ -937,7 +937,7 @@ class Engine:
         if stop is None and not pausing and applied:
             self._resume_locked(self._resume_only)  # stopped only to apply a change
             return
-        if isinstance(stop, _Silent | _StepArrival):
+        if isinstance(stop, _Internal):
             self._on_internal_stop(stop)
             return
         if stop is None and pausing:
