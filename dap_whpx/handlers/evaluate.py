@@ -5,42 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from dap_whpx.handlers.common import engine_of, hex_address
+from dap_whpx.handlers.source import RegisterContext
 from dap_whpx.protocol.messages import EvaluateArguments
 from dap_whpx.session import DapError, Session, capability, request
-from whpx_core.debug.vm_memory import GuestMemoryError
-from whpx_core.platform.registers import Reg
-from whpx_core.symbols.expressions import ExpressionError, evaluate, format_value
-
-_REGISTERS = {reg.name.lower(): reg for reg in Reg}
-
-
-class _Context:
-    def __init__(self, session: Session, vcpu: int) -> None:
-        self._engine = engine_of(session)
-        self._symbols = session.state["symbols"]
-        self._vcpu = vcpu
-
-    def register(self, name: str) -> int | None:
-        reg = _REGISTERS.get(name)
-        if reg is None:
-            return None
-        value = self._engine.get_registers(self._vcpu, [reg])[0]
-        return value if isinstance(value, int) else value.selector if hasattr(
-            value, "selector") else None
-
-    def symbol(self, name: str) -> int | None:
-        return self._symbols.address_of(name)
-
-    def read_memory(self, address: int, size: int) -> bytes:
-        try:
-            return self._engine.read_memory(address, size, self._vcpu)
-        except GuestMemoryError as error:
-            raise ExpressionError(str(error)) from None
 
 
 def evaluate_int(session: Session, text: str, vcpu: int) -> int:
+    # Imported here: the expression language pulls in pyelftools, which start-up skips.
+    from whpx_core.symbols.expressions import ExpressionError, evaluate
+
     try:
-        return evaluate(text, _Context(session, vcpu))
+        return evaluate(text, RegisterContext(session, vcpu, {}))
     except ExpressionError as error:
         raise DapError(str(error)) from None
 
@@ -51,6 +26,7 @@ def evaluate_request(session: Session, args: EvaluateArguments) -> dict[str, Any
     """C expressions over the frame's variables, registers, symbols and memory."""
     from dap_whpx.handlers.source import FrameRef, evaluate_in_frame, frame_ref, symbols_lock
     from dap_whpx.handlers.stack import variable_body
+    from whpx_core.symbols.expressions import format_value
 
     engine = engine_of(session)
     ref = frame_ref(session, args.frameId) if args.frameId is not None else FrameRef(0, 0)

@@ -16,20 +16,15 @@ from typing import TYPE_CHECKING, Any
 from dap_whpx.handlers.common import engine_of
 from dap_whpx.protocol.messages import Source
 from dap_whpx.session import DapError, Session
-from whpx_core.debug.engine import BreakpointOptions, HitContext
 from whpx_core.debug.vm_memory import GuestMemoryError
 from whpx_core.platform.registers import Reg
-from whpx_core.symbols.expressions import (
-    Expr,
-    ExpressionError,
-    evaluate,
-    evaluate_value,
-    interpolate,
-    parse,
-)
 
+# The engine and the expression language (which pulls in pyelftools) are imported where
+# they are used: `initialize`, which a client waits for, needs neither (see lifecycle.py).
 if TYPE_CHECKING:
+    from whpx_core.debug.engine import BreakpointOptions, HitContext
     from whpx_core.symbols.debug_info import DebugInfo
+    from whpx_core.symbols.expressions import Expr
     from whpx_core.symbols.model import Frame
 
 symbols_lock = threading.RLock()
@@ -54,6 +49,8 @@ def reader(session: Session, vcpu: int):
         try:
             return engine.read_memory(address, size, vcpu)
         except GuestMemoryError as error:
+            from whpx_core.symbols.expressions import ExpressionError
+
             raise ExpressionError(str(error)) from None
 
     return read
@@ -105,8 +102,9 @@ def frame_ref(session: Session, frame_id: int) -> FrameRef:
     raise DapError(f"there is no frame {frame_id} (the VM has run since?)")
 
 
-class _RegisterContext:
-    """Registers, ELF symbols and memory: the context when there is no DWARF."""
+class RegisterContext:
+    """Registers (`registers` first, then the vCPU's own), ELF symbols and memory: the
+    context without DWARF, and the register half of a frame's context."""
 
     def __init__(self, session: Session, vcpu: int, registers: dict[str, int]) -> None:
         self._engine = engine_of(session)
@@ -118,7 +116,7 @@ class _RegisterContext:
     def register(self, name: str) -> int | None:
         if name in self._registers:
             return self._registers[name]
-        reg = getattr(Reg, name.upper(), None)
+        reg = Reg.__members__.get(name.upper())
         if reg is None:
             return None
         value = self._engine.get_registers(self._vcpu, [reg])[0]
@@ -133,19 +131,19 @@ def context_for(session: Session, ref: FrameRef):
     frame = frames(session, ref.vcpu)[min(ref.index, len(frames(session, ref.vcpu)) - 1)]
     info = debug_info(session)
     if info is None:
-        return _RegisterContext(session, ref.vcpu, frame.regs if ref.index else {})
+        return RegisterContext(session, ref.vcpu, frame.regs if ref.index else {})
     from whpx_core.symbols.eval_context import FrameEvalContext
 
     live = frame_registers(session, ref.vcpu) if ref.index == 0 else None
     return _LockedContext(FrameEvalContext(info, frame, reader(session, ref.vcpu), live),
-                          _RegisterContext(session, ref.vcpu, frame.regs if ref.index else {}))
+                          RegisterContext(session, ref.vcpu, frame.regs if ref.index else {}))
 
 
 class _LockedContext:
     """A frame's C variables first, then every register of the vCPU (frame 0), under the
     symbols lock."""
 
-    def __init__(self, frame_context, registers: _RegisterContext) -> None:
+    def __init__(self, frame_context, registers: RegisterContext) -> None:
         self._frame = frame_context
         self._registers = registers
         self.read_memory = frame_context.read_memory
@@ -163,6 +161,8 @@ class _LockedContext:
 
 
 def evaluate_in_frame(session: Session, text: str, ref: FrameRef):
+    from whpx_core.symbols.expressions import ExpressionError, evaluate_value
+
     try:
         return evaluate_value(text, context_for(session, ref))
     except ExpressionError as error:
@@ -213,10 +213,14 @@ class _Hits:
         return None
 
     def read_memory(self, address: int, size: int) -> bytes:
+        from whpx_core.symbols.expressions import ExpressionError
+
         raise ExpressionError("a hit condition cannot read memory")
 
 
 def _parse(text: str, what: str) -> Expr:
+    from whpx_core.symbols.expressions import ExpressionError, parse
+
     try:
         return parse(text)
     except ExpressionError as error:
@@ -235,6 +239,9 @@ def _check_log_message(message: str) -> None:
 def breakpoint_options(session: Session, condition: str | None, hit_condition: str | None,
                        log_message: str | None) -> BreakpointOptions | None:
     """Compile a source/function breakpoint's extras; DapError says which is malformed."""
+    from whpx_core.debug.engine import BreakpointOptions
+    from whpx_core.symbols.expressions import evaluate, interpolate
+
     if not (condition or hit_condition or log_message):
         return None
     options: dict[str, Any] = {}
