@@ -349,6 +349,26 @@ def test_selfdebug_debugger_steps_through_the_guests_own_tf_stepping(
     assert finish(engine) == plain
 
 
+def test_selfdebug_breakpoints_inside_the_guests_own_tf_stepping(engines, platform, guests):
+    """Debugger breakpoints on instructions the guest executes with its own TF set: each
+    is hit once, stepping off it delivers the guest its trap, and the guest sees the same
+    as without a debugger. On the emulated platform this is the case where translated
+    code made under TF holds a planted INT1 (write_step_byte must not reuse it)."""
+    plain = plain_selfdebug(platform, guests["selfdebug"], use_dr0=False)
+    image = load_elf(guests["selfdebug"])
+    engine = start(engines, platform, image)
+    engine.write_memory(image.symbols["selfdebug_use_dr0"], bytes(8))
+    inside = ("self_tf_1", "self_tf_2", "self_tf_3", "self_tf_4")
+    for label in inside:
+        engine.add_breakpoint(image.symbols[label])
+    for label in inside:
+        engine.resume()
+        stop = wait_stop(engine)
+        assert (stop.reason, stop.rip) == (StopReason.BREAKPOINT, image.symbols[label]), \
+            (label, stop)
+    assert finish(engine) == plain
+
+
 def plain_with_dr0(platform: Platform, path: Path) -> str:
     """The plain run with the guest's DR0 phase; skips when the platform does not
     honour the guest's own DR0 even without a debugger."""

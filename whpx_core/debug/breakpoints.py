@@ -141,6 +141,9 @@ class BreakpointTable:
         """Put every wanted byte in memory before vCPUs run. Returns the entries that
         became SET for the first time (pending breakpoints now verified)."""
         assert not self._armed
+        if not self._entries:
+            self._armed = True  # nothing to plant: the common case of instruction steps
+            return []
         gpas, _ = self._vectors()
         if len(gpas):
             port.swap_bytes(gpas, self._int1_bytes(len(gpas)))
@@ -157,6 +160,9 @@ class BreakpointTable:
     def disarm(self, port: MemoryPort) -> None:
         """Take every byte out of memory once all vCPUs have stopped."""
         assert self._armed
+        if not self._entries:
+            self._armed = False
+            return
         for address in list(self._pending):
             entry = self._entries[address]
             if entry.state is BpState.CLEAR_PENDING:

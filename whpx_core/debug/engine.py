@@ -37,6 +37,7 @@ from whpx_core.debug.events import (
 from whpx_core.debug.line_step import LineStep, Purpose, StepKind, StepSymbols, Verdict, plan_ranges
 from whpx_core.debug.vm_memory import GuestMemoryError, VmMemory
 from whpx_core.machine.vm import Machine, RunResult
+from whpx_core.platform import affinity
 from whpx_core.platform.base import HwBreakpoint, PlatformError, Vcpu
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
 from whpx_core.platform.exits import (
@@ -168,6 +169,9 @@ class _VcpuThread:
     rip_after_step: int | None = None  # saves a register read per step
     # An intercepted exception reported to the user: the guest gets it when resumed.
     owed_exception: tuple[int, int | None, int] | None = None  # vector, error, RIP advance
+    # Guest-virtual memory through this vCPU's page tables (set by the engine).
+    read: Callable[[int, int], bytes] = field(default=lambda address, size: b"")
+    write: Callable[[int, bytes], None] = field(default=lambda address, data: None)
 
 
 class Engine:
@@ -177,10 +181,11 @@ class Engine:
         self.partition_capabilities = machine.platform.capabilities()
         self.memory = VmMemory(self.partition)
         self.table = BreakpointTable()
-        self.events: queue.Queue[EngineEvent] = queue.Queue()
+        self.events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
         self.output = bytearray()  # all guest serial output so far
         self.step_into_handlers = step_into_handlers
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # `with _lock` where nothing waits: cheaper
+        self._cond = threading.Condition(self._lock)
         self._breakpoints: dict[int, Breakpoint] = {}
         self._options: dict[int, BreakpointOptions] = {}
         self._hit_counts: dict[int, int] = {}
@@ -201,7 +206,11 @@ class Engine:
         slots = self.partition_capabilities.hardware_breakpoints
         self._hw_slots: list[tuple[Breakpoint, HwBreakpoint] | None] = [None] * slots
         self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
+        for t in self._threads:
+            t.read, t.write = self._reader(t.index), self._writer(t.index)
         machine.add_end_listener(self._on_machine_end)
+        # Before the vCPU threads start, so that they inherit it.
+        self._pin = affinity.Pin() if self.partition_capabilities.serial_execution else None
         for t in self._threads:
             t.thread = threading.Thread(target=self._thread_main, args=(t,),
                                         name=f"engine-vcpu{t.index}", daemon=True)
@@ -216,7 +225,8 @@ class Engine:
     def _emit(self, event: EngineEvent) -> None:
         if isinstance(event, Stopped):
             self._threads[event.vcpu].reported_rip = event.rip
-            self._end_line_step()
+            if self._line_step is not None:
+                self._end_line_step()
         self.events.put(event)
 
     def wait_event(self, timeout: float | None = None) -> EngineEvent:
@@ -606,10 +616,11 @@ class Engine:
     def step_instruction(self, vcpu: int) -> Stopped | Exited:
         """Execute one instruction of one vCPU with the others halted; returns (and
         emits) the resulting stop."""
-        with self._cond:
-            if (reported := self._report_after_end()) is not None:
-                return reported
-            self._require_stopped()
+        with self._lock:
+            if self._ended is not None or self._running:
+                if (reported := self._report_after_end()) is not None:
+                    return reported
+                self._require_stopped()
             t = self._threads[vcpu]
             if t.pending is not None:
                 stop, t.pending = t.pending, None
@@ -684,7 +695,7 @@ class Engine:
         entry = self.table.get(rip) if self.table.is_planted_at(rip) else None
         if entry is not None:
             assert entry.gpa is not None and entry.original is not None
-            self.memory.write_byte(entry.gpa, entry.original)  # others halted: safe
+            self.memory.write_step_byte(entry.gpa, entry.original)  # others halted: safe
         t.vcpu.set_single_step(True)
         try:
             while True:
@@ -695,7 +706,7 @@ class Engine:
             t.vcpu.set_single_step(False)
             if entry is not None:
                 assert entry.gpa is not None
-                self.memory.write_byte(entry.gpa, INT1)
+                self.memory.write_step_byte(entry.gpa, INT1)
 
     def _exclusive_step(self, t: _VcpuThread) -> Action:
         """Step a vCPU off the armed breakpoint it sits on, every other vCPU halted."""
@@ -705,23 +716,24 @@ class Engine:
         vcpu = t.vcpu
         rip, rsp, rflags = vcpu.get_registers([Reg.RIP, Reg.RSP, Reg.RFLAGS])
         assert isinstance(rip, int) and isinstance(rsp, int) and isinstance(rflags, int)
-        code = self._code_at(rip)
-        before = stepping.before_step(stepping.classify(code), rip, rsp, rflags, self._read)
+        read, write = t.read, t.write
+        code = self._code_at(rip, t.index)
+        before = stepping.before_step(stepping.classify(code), rip, rsp, rflags, read)
         exit_ = self._step_primitive(t, rip)
         if not (isinstance(exit_, ExceptionExit) and exit_.is_single_step):
             return self._classify(t, exit_, stepping=True)
         t.rip_after_step, new_rsp, new_rflags = vcpu.get_registers(
             [Reg.RIP, Reg.RSP, Reg.RFLAGS])
         assert isinstance(new_rsp, int) and isinstance(new_rflags, int)
-        frame = stepping.entered_handler(before, new_rsp, self._read)
+        frame = stepping.entered_handler(before, new_rsp, read)
         if frame is None:
-            fixed = stepping.after_step(before, new_rsp, new_rflags, self._read, self._write)
+            fixed = stepping.after_step(before, new_rsp, new_rflags, read, write)
         else:
             # The step delivered an event: the handler runs with TF clear, and the TF in
             # the frame is the guest's own if it was stepping itself, else ours.
             fixed = new_rflags & ~RFLAGS_TF
             if not before.tf_at_start:
-                stepping.clear_tf_in_frame(frame, self._read, self._write)
+                stepping.clear_tf_in_frame(frame, read, write)
         if fixed != new_rflags:
             vcpu.set(Reg.RFLAGS, fixed)
         if frame is None and before.tf_at_start and \
@@ -760,7 +772,7 @@ class Engine:
         for _ in range(MAX_HANDLER_STEPS):
             rip, rsp = t.vcpu.get_registers([Reg.RIP, Reg.RSP])
             assert isinstance(rip, int) and isinstance(rsp, int)
-            leaving = stepping.returns_from(frame, self._code_at(rip), rsp)
+            leaving = stepping.returns_from(frame, self._code_at(rip, t.index), rsp)
             if self.table.is_planted_at(rip) and not leaving:
                 entry = self.table.get(rip)
                 assert entry is not None
@@ -773,17 +785,14 @@ class Engine:
         return Stopped(StopReason.STEP, t.index, self._rip(t),
                        description="stopped inside an exception handler that did not return")
 
-    def _code_at(self, rip: int) -> bytes:
+    def _code_at(self, rip: int, vcpu: int) -> bytes:
         try:
-            return self.read_memory(rip, 16)
+            return self.read_memory(rip, 16, vcpu)
         except GuestMemoryError:
             return b""
 
-    def _read(self, address: int, size: int) -> bytes:
-        return self.read_memory(address, size)
-
-    def _write(self, address: int, data: bytes) -> None:
-        self.memory.write_virtual(address, data)
+    def _writer(self, vcpu: int) -> Callable[[int, bytes], None]:
+        return lambda address, data: self.memory.write_virtual(address, data, vcpu)
 
     # -- classification: the one place that decides why a vCPU stopped --------------------
     def _planted_hit(self, t: _VcpuThread, rip: int,
@@ -976,3 +985,5 @@ class Engine:
             assert t.thread is not None
             t.thread.join(5)
         self.machine.close()
+        if self._pin is not None:
+            self._pin.release()

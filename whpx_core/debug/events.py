@@ -1,4 +1,8 @@
-"""What the engine tells its client (the DAP layer), through one thread-safe channel."""
+"""What the engine tells its client (the DAP layer), through one thread-safe channel.
+
+Events are values: nothing changes one once made (not frozen only because a frozen
+dataclass costs four times as much to build, and a Stopped is made at every step).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ class StopReason(enum.Enum):
     EXCEPTION = "exception"  # an intercepted exception, a triple fault, a platform error
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stopped:
     """Every vCPU has stopped; `vcpu` is the one that caused it."""
 
@@ -25,7 +29,7 @@ class Stopped:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BreakpointVerified:
     """A pending breakpoint was planted for the first time (its page became mapped)."""
 
@@ -33,12 +37,12 @@ class BreakpointVerified:
     address: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Output:
     data: bytes  # guest serial output
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LogMessage:
     """A logpoint was hit: its message, evaluated at the hit; the vCPU went on."""
 
@@ -47,7 +51,7 @@ class LogMessage:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Exited:
     """The VM ended; no further stops will come."""
 
@@ -59,7 +63,7 @@ class Exited:
 EngineEvent = Stopped | BreakpointVerified | Output | LogMessage | Exited
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Breakpoint:
     """A user breakpoint: the engine's handle, independent of the low-level table."""
 

@@ -14,6 +14,7 @@ import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from whpx_core.platform.registers import RFLAGS_TF
 
@@ -48,6 +49,8 @@ _PLAIN = Decoded(StepClass.PLAIN)
 
 
 def classify(code: bytes) -> Decoded:
+    if code and code[0] not in _SPECIAL_FIRST:
+        return _PLAIN  # no prefix, no REX, no special opcode: most instructions, at once
     operand_16 = rex_w = False
     i = 0
     while i < len(code) and code[i] in _PREFIXES:
@@ -57,19 +60,22 @@ def classify(code: bytes) -> Decoded:
         rex_w = bool(code[i] & 0x8)
         i += 1
     if i >= len(code):
-        return Decoded(StepClass.PLAIN)
+        return _PLAIN
     kind = _OPCODE_CLASS.get(code[i], StepClass.PLAIN)
-    if kind is StepClass.PLAIN and not operand_16 and not rex_w:
-        return _PLAIN  # the common case: no allocation
+    if kind is StepClass.PLAIN:
+        return _PLAIN  # the prefixes matter only to the special classes
     return Decoded(kind, operand_16, rex_w)
+
+
+# First bytes that may start a special instruction: a prefix, a REX or a special opcode.
+_SPECIAL_FIRST = frozenset(_PREFIXES) | frozenset(range(0x40, 0x50)) | frozenset(_OPCODE_CLASS)
 
 
 ReadMem = Callable[[int, int], bytes]
 WriteMem = Callable[[int, bytes], None]
 
 
-@dataclass(frozen=True, slots=True)
-class BeforeStep:
+class BeforeStep(NamedTuple):  # a tuple: built before every step, and cheaply
     """What the guest's TF should be once the step is over."""
 
     decoded: Decoded

@@ -49,6 +49,9 @@ class VmMemory:
             return False
         return True
 
+    def write_step_byte(self, gpa: int, value: int) -> None:
+        self.partition.write_step_byte(gpa, value)
+
     def swap_bytes(self, gpas: np.ndarray, values: np.ndarray) -> None:
         self.partition.swap_bytes(gpas, values)
 

@@ -86,6 +86,9 @@ class Capabilities:
     # Vectors `set_exception_intercepts` accepts (WHv: any; KVM: only #DB and #BP).
     interceptable_vectors: frozenset[int] = frozenset(range(32))
     max_vcpus: int = 1
+    # One vCPU executes at a time (the emulated platform's baton): the threads that drive
+    # the VM lose nothing by sharing one CPU, and gain cheap hand-overs (affinity.py).
+    serial_execution: bool = False
     notes: tuple[str, ...] = field(default=())
 
 
@@ -205,6 +208,12 @@ class Partition(abc.ABC):
             self._swap_byte(int(gpa), int(value))
 
     def _swap_byte(self, gpa: int, value: int) -> None:
+        self.write_memory(gpa, bytes([value]))
+
+    def write_step_byte(self, gpa: int, value: int) -> None:
+        """Write one byte for an exclusive step over a planted breakpoint: the original
+        byte before the step, the INT1 after it (every other vCPU halted). A platform
+        that caches translated code may keep it where the step cannot run stale code."""
         self.write_memory(gpa, bytes([value]))
 
     @abc.abstractmethod

@@ -25,6 +25,10 @@ class RamRegion:
 class GuestRam:
     def __init__(self) -> None:
         self.regions: list[RamRegion] = []
+        # The last address vector swap_bytes saw and its offsets into the one region:
+        # the breakpoint table passes the same (never mutated) array at every park and
+        # unpark until it changes, so it is checked and rebased once, not at every hit.
+        self._rebased: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, gpa: int, buffer: mmap.mmap) -> RamRegion:
         region = RamRegion(gpa, buffer)
@@ -61,10 +65,22 @@ class GuestRam:
             done += length
 
     def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
+        if len(self.regions) == 1 and isinstance(gpas, np.ndarray) and len(gpas) > _SMALL:
+            region = self.regions[0]
+            rebased = self._rebased
+            if rebased is None or rebased[0] is not gpas:
+                if gpas.min() < region.gpa or gpas.max() >= region.end:
+                    raise ValueError("a guest-physical address is not RAM")
+                rebased = self._rebased = (gpas, gpas - region.gpa)
+            view = np.frombuffer(region.buffer, dtype=np.uint8)
+            view[rebased[1]] = values
+            del view  # release the buffer export at once, so the mmap can be closed
+            return
         swap_bytes(((r.gpa, r.buffer) for r in self.regions), gpas, values)
 
     def clear(self) -> None:
         self.regions.clear()
+        self._rebased = None
 
 _SMALL = 32
 

@@ -383,6 +383,15 @@ class BreakpointHooks:
     def armed(self) -> bool:
         return bool(self._exec or self._data)
 
+    def idle(self) -> bool:
+        """Nothing hooked or to hook, no RF pending: a slice needs no prepare(). Clears
+        what an earlier slice's hooks saw."""
+        if self._exec or self._data or self.host != NO_SLOTS or self.reported_at is not None:
+            return False
+        if self.hits.any:
+            self.hits = Hits()
+        return True
+
     def prepare(self, rip: int, dr: Sequence[int], dr7: int, paging: tuple[int, int],
                 translate: Translate, *, retranslate: bool) -> None:
         """Before a slice: hooks for the current slots (guest DRs as read now)."""

@@ -41,6 +41,7 @@ from whpx_core.platform.base import (
     Vcpu,
 )
 from whpx_core.platform.delivery import CpuView, Event, TripleFault, deliver
+from whpx_core.platform.emulated import native
 from whpx_core.platform.emulated.debug_registers import (
     DR6_HITS,
     DR7_ENABLES,
@@ -85,6 +86,9 @@ _SLICE_STATE = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RFLAGS, x86.UC_X86_REG_DR6,
                 x86.UC_X86_REG_DR7, x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3,
                 x86.UC_X86_REG_DR0, x86.UC_X86_REG_DR1, x86.UC_X86_REG_DR2,
                 x86.UC_X86_REG_DR3)
+# Read by the C slice after it ends: where it stopped and what DR6 says about it.
+_SLICE_RESULT = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_DR6, x86.UC_X86_REG_RSP,
+                 x86.UC_X86_REG_RFLAGS)
 _GUEST_DRS = (x86.UC_X86_REG_DR7, x86.UC_X86_REG_DR0, x86.UC_X86_REG_DR1,
               x86.UC_X86_REG_DR2, x86.UC_X86_REG_DR3)
 
@@ -120,6 +124,7 @@ class EmulatedPlatform(Platform):
             hardware_watchpoints=no_watch is None,
             guest_exception_delivery=True,
             max_vcpus=MAX_VCPUS,
+            serial_execution=True,
             notes=tuple(notes),
         )
 
@@ -140,6 +145,8 @@ class EmulatedPartition(Partition):
         self.intercepts: frozenset[int] = frozenset()
         self.io: IoHandler | None = None
         self.ram = GuestRam()
+        # Set for good once a vCPU ran with the guest's own TF (see write_step_byte).
+        self.guest_single_stepped = False
         self._vcpus = [EmulatedVcpu(self, i) for i in range(vcpu_count)]
         self._closed = False
 
@@ -167,6 +174,17 @@ class EmulatedPartition(Partition):
     def swap_bytes(self, gpas, values) -> None:  # type: ignore[no-untyped-def]
         # Translated code is left alone on purpose (see Partition.swap_bytes).
         self.ram.swap_bytes(gpas, values)
+
+    def write_step_byte(self, gpa: int, value: int) -> None:
+        # Unicorn translates code run under TF apart from code run freely (TF is part of
+        # a translation's key: tests/platform/test_emulated_translation.py). The step's
+        # translation at a breakpoint is made from the original byte, the free run's from
+        # the INT1; both stay valid, so neither is redone at every hit. Unless the guest
+        # single-steps itself: its TF translations may hold a planted INT1.
+        if self.guest_single_stepped:
+            self.write_memory(gpa, bytes([value]))
+        else:
+            self.ram.write(gpa, bytes([value]))
 
     # -- configuration --------------------------------------------------------------
     def set_io_handler(self, handler: IoHandler) -> None:
@@ -198,7 +216,7 @@ class EmulatedPartition(Partition):
             self.baton.release(-1)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Event:
     kind: str  # "intr" or "invalid"
     vector: int = 0
@@ -212,7 +230,20 @@ class EmulatedVcpu(Vcpu):
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])
         self._internals = CpuInternals(uc)
-        self._regs = UnicornRegisters(uc, self._internals, self._read_linear)
+        # Interrupts and invalid instructions end every step: recorded by C hooks where
+        # the C slice can be built (native/), else by Python ones.
+        lib = native.load()
+        self._native = None if lib is None else native.NativeSlice(
+            lib, uc, self._internals.addresses, _SLICE_STATE, _SLICE_RESULT,
+            x86.UC_X86_REG_RFLAGS, x86.UC_X86_REG_DR6, x86.UC_X86_REG_CR2,
+            (UC_HOOK_INTR, UC_HOOK_INSN_INVALID))
+        if self._native is None:
+            uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+            uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        self._regs = UnicornRegisters(uc, self._internals, self._read_linear, self._native)
+        # The guest's RIP, RSP and RFLAGS as a fast step left them, until anything can
+        # change them (run, set_registers): the engine reads them around every step.
+        self._known: dict[Reg, RegValue] | None = None
         self._event: _Event | None = None
         self._cancel = False
         self._stepping = False
@@ -231,8 +262,6 @@ class EmulatedVcpu(Vcpu):
         self._tf_at_start = False
         self._slice_dr7 = 0  # the guest's DR7 at the start of the current slice
         self._bs_hidden = False
-        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x86.UC_X86_INS_OUT)
 
@@ -268,8 +297,15 @@ class EmulatedVcpu(Vcpu):
 
     # -- registers --------------------------------------------------------------------
     def get_registers(self, names: Iterable[Reg]) -> list[RegValue]:
-        names = list(names)
-        values = [self._regs.read(name) for name in names]
+        if not isinstance(names, list):
+            names = list(names)
+        known = self._known
+        if known is not None:
+            try:
+                return [known[name] for name in names]
+            except KeyError:
+                pass
+        values = self._regs.read_many(names)
         if self._stepping and not self._guest_tf and Reg.RFLAGS in names:
             # The step primitive's TF belongs to the platform, not to the guest state.
             at = names.index(Reg.RFLAGS)
@@ -277,6 +313,7 @@ class EmulatedVcpu(Vcpu):
         return values
 
     def set_registers(self, values: Mapping[Reg, RegValue]) -> None:
+        self._known = None
         self._regs.write(dict(values))
         if Reg.RIP in values:
             self._halted = False  # moving RIP takes the vCPU out of HLT, as on KVM
@@ -327,6 +364,13 @@ class EmulatedVcpu(Vcpu):
 
     # -- running ----------------------------------------------------------------------
     def run(self) -> Exit:
+        self._known = None
+        if self._stepping and self._native is not None and not (
+                self._cancel or self._halted or self._pending_guest_db or
+                self._pending_exception is not None):
+            exit_ = self._step_fast(self._native)
+            if exit_ is not None:
+                return exit_
         baton = self._p.baton
         try:
             while True:
@@ -434,40 +478,156 @@ class EmulatedVcpu(Vcpu):
         return out
 
     def _run_slice(self) -> Exit | None:
-        uc, clock = self.uc, self._p.clock
-        rip, rflags, dr6, dr7, cr0, cr3, *dr = self._fast.read(_SLICE_STATE)
+        uc, clock, fast = self.uc, self._p.clock, self._native
+        state = fast.read_state() if fast is not None else self._fast.read(_SLICE_STATE)
+        rip, rflags, dr6, dr7, cr0, cr3, *dr = state
         self._slice_dr7 = dr7
-        count = SLICE_INSTRUCTIONS
-        deadline = clock.next_deadline()
-        if deadline is not None:
-            count = max(1, min(count, deadline - clock.now_ns()))
-        if self._stepping:
+        stepping = self._stepping
+        if stepping:
             count = 1
             self._guest_tf = bool(rflags & RFLAGS_TF)
-            self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
+        else:
+            if rflags & RFLAGS_TF:
+                self._p.guest_single_stepped = True  # see write_step_byte
+            count = SLICE_INSTRUCTIONS
+            deadline = clock.next_deadline()
+            if deadline is not None:
+                count = max(1, min(count, deadline - clock.now_ns()))
         self.breakpoints.prepare(rip, dr, dr7, (cr0, cr3), self._regs.translate,
-                                 retranslate=not self._stepping)
+                                 retranslate=not stepping)
         # Hide a sticky BS only to tell the guest's own TF trap from a DR hit; under the
         # host's step the trap is ours, and hiding BS would show the guest a DR6 it never
         # wrote if the stepped instruction reads DR6 (its #DB handler does).
-        self._hide_bs(dr6, bool(rflags & RFLAGS_TF) and not self._stepping)
+        self._hide_bs(dr6, bool(rflags & RFLAGS_TF) and not stepping)
+        self._emu_thread = threading.get_ident()
+        try:
+            if fast is not None:
+                exit_ = self._run_native(fast, rip, count, stepping)
+            else:
+                exit_ = self._run_python(rip, rflags, count, stepping)
+        except Exception as error:  # an IoHandler failed inside a hook
+            exit_ = InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP),
+                                      f"device error: {error!r}")
+        finally:
+            self._emu_thread = None
+        if exit_ is not None:
+            return exit_
+        if stepping and fast is not None:
+            exit_ = self._host_step_trap(fast)
+            if exit_ is not None:
+                return exit_
+        if not stepping and not self._p.guest_single_stepped:
+            # The guest may have set TF inside the slice (POPF) and met a planted INT1
+            # or a fault before its first trap: that code was translated under TF.
+            after = fast.result()[3] if fast is not None else \
+                self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
+            self._p.guest_single_stepped = bool(after & RFLAGS_TF)
+        return self._after_slice(rip, count)
+
+    def _step_fast(self, fast: native.NativeSlice) -> Exit | None:
+        """The host's single step when nothing but TF is involved (the common case):
+        one C call reads the state and runs the instruction. None when the general path
+        must go on: before running anything if a DR breakpoint is armed, after it if
+        the instruction did anything but trap and that needs another slice."""
+        if not self.breakpoints.idle():
+            return None
+        baton = self._p.baton
+        # Usually no other vCPU is in run() (the engine steps one with the others
+        # parked): then the baton's lock is held through the step instead of taking and
+        # handing back the turn (a third of the cost). Hooks that run meanwhile may take
+        # it again (it is re-entrant); other threads wait the one instruction out.
+        alone = baton.enter_alone()
+        if not alone:
+            baton.acquire(self.index)
+        try:
+            self.uc._hook_exception = None
+            self._emu_thread = threading.get_ident()
+            try:
+                error = fast.step()
+            finally:
+                self._emu_thread = None
+            if error == native.NOT_RUN:
+                return None
+            cpu = fast.cpu
+            state = cpu.state
+            rip, rflags = state[0], state[1]
+            self._slice_dr7, self._guest_tf = state[3], bool(rflags & RFLAGS_TF)
+            self._dr6_before, self._tf_at_start, self._bs_hidden = state[2], False, False
+            if cpu.trapped and self.uc._hook_exception is None:
+                # The C slice already did what _host_step_trap does to DR6 and the CPU.
+                new_rip, _dr6, rsp, new_rflags = fast.result()
+                self._known = {Reg.RIP: new_rip, Reg.RSP: rsp, Reg.RFLAGS: new_rflags}
+                clock = self._p.clock
+                clock.advance(1)
+                clock.fire_due()
+                return ExceptionExit(Vector.DB, new_rip, debug_status=DR6_BS)
+            try:
+                exit_ = self._after_native_run(fast, rip, error)
+            except Exception as failure:  # an IoHandler failed inside a hook
+                return InternalErrorExit(self._rip(), f"device error: {failure!r}")
+            if exit_ is None:
+                exit_ = self._host_step_trap(fast, restored=True)
+            return exit_ if exit_ is not None else self._after_slice(rip, 1)
+        finally:
+            if alone:
+                baton.leave_alone(self.index)
+            else:
+                baton.release(self.index, leaving=True)
+
+    def _host_step_trap(self, fast: native.NativeSlice, *, restored: bool = False) -> Exit | None:
+        """The common end of a step, decided without the general path below: the host's
+        TF trapped after one instruction, and no DR breakpoint, hook hit or event is
+        involved. What _after_slice would conclude, at a fraction of its cost."""
+        event = self._event
+        if event is None or event.kind != "intr" or event.vector != Vector.DB or \
+                self.breakpoints.hits.any or self._slice_dr7 & DR7_ENABLES or \
+                self._internals.exception_is_int:
+            return None
+        rip, dr6, rsp, rflags = fast.result()
+        self._known = {Reg.RIP: rip, Reg.RSP: rsp, Reg.RFLAGS: rflags}
+        clock = self._p.clock
+        clock.advance(1)
+        clock.fire_due()
+        self._internals.clear_exception_in_flight()
+        if not restored and dr6 != self._dr6_before:
+            self._restore_dr6()  # the host's step primitive leaves no trace
+        self._bs_hidden = False
+        return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
+
+    def _run_native(self, fast: native.NativeSlice, rip: int, count: int,
+                    stepping: bool) -> Exit | None:
+        self.uc._hook_exception = None  # the binding's record of a Python hook that raised
+        return self._after_native_run(fast, rip, fast.run(count, stepping))
+
+    def _after_native_run(self, fast: native.NativeSlice, rip: int, error: int) -> Exit | None:
+        uc = self.uc
+        kind, vector = fast.event
+        self._event = None if kind == native.NO_EVENT else \
+            _Event("intr", vector) if kind == native.INTERRUPT else _Event("invalid")
+        if error:
+            return InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP),
+                                     f"emulation: {UcError(error)}",
+                                     self._instruction_bytes(rip))
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
+        return None
+
+    def _run_python(self, rip: int, rflags: int, count: int, stepping: bool) -> Exit | None:
+        uc = self.uc
+        if stepping:
+            self._regs.write_u64(x86.UC_X86_REG_RFLAGS, rflags | RFLAGS_TF)
         self._event = None
         self._internals.clear_halted()
-        self._emu_thread = threading.get_ident()
         try:
             uc.emu_start(rip, 0, count=count)
         except UcError as error:
             return InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP), f"emulation: {error}",
                                      self._instruction_bytes(rip))
-        except Exception as error:  # an IoHandler failed inside a hook
-            return InternalErrorExit(uc.reg_read(x86.UC_X86_REG_RIP),
-                                     f"device error: {error!r}")
         finally:
-            self._emu_thread = None
-            if self._stepping and not self._guest_tf:
+            if stepping and not self._guest_tf:
                 flags = self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
                 self._regs.write_u64(x86.UC_X86_REG_RFLAGS, flags & ~RFLAGS_TF)
-        return self._after_slice(rip, count)
+        return None
 
     def _after_slice(self, rip: int, count: int) -> Exit | None:
         clock, event, hits = self._p.clock, self._event, self.breakpoints.hits
@@ -587,6 +747,8 @@ class EmulatedVcpu(Vcpu):
         guest armed with MOV to DR7 (Unicorn implements those)."""
         cause, dr6 = self._db_cause(rip)
         if cause == "tf":
+            if not self._stepping:
+                self._p.guest_single_stepped = True  # TF set inside the slice (POPF)
             if self._stepping:
                 self._restore_dr6()  # the host's step primitive leaves no trace
                 return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)

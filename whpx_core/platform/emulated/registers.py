@@ -12,6 +12,8 @@ from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
 from unicorn.unicorn_py3.unicorn import uclib
 
 from whpx_core.platform.delivery import segment_from_descriptor
+from whpx_core.platform.emulated.debug_registers import FastRegisters
+from whpx_core.platform.emulated.native import NativeSlice
 from whpx_core.platform.emulated.unicorn_internals import CpuInternals
 from whpx_core.platform.registers import INTERRUPT_SHADOW, Reg, RegValue, Segment, Table
 
@@ -53,7 +55,8 @@ _SET_ORDER = {reg: n for n, reg in enumerate(
 
 class UnicornRegisters:
     def __init__(
-        self, uc: Uc, internals: CpuInternals, read_linear: Callable[[int, int], bytes]
+        self, uc: Uc, internals: CpuInternals, read_linear: Callable[[int, int], bytes],
+        native: NativeSlice | None = None,
     ) -> None:
         self._uc = uc
         self._handle = uc._uch
@@ -61,6 +64,9 @@ class UnicornRegisters:
         self._scratch_ref = ctypes.byref(self._scratch)
         self._internals = internals
         self._read_linear = read_linear
+        self._fast = native if native is not None else FastRegisters(uc)
+        self._native = native
+        self._batch_ids: dict[tuple[Reg, ...], tuple[int, ...]] = {}
 
     # The binding's reg_read / reg_write cost about 2.3 us each (it re-derives the value
     # type on every call); stepping reads a dozen registers, so plain 64-bit registers
@@ -81,11 +87,23 @@ class UnicornRegisters:
     def translate(self, gva: int) -> int | None:
         """Unicorn's own page walk (0.7 us against ~4 us in Python). On a miss it writes
         the address into CR2 as if a fault had happened, so CR2 is put back."""
+        if self._native is not None:
+            return self._native.translate(gva, _PROT_READ)
         cr2 = self.read_u64(x86.UC_X86_REG_CR2)
         if uclib.uc_vmem_translate(self._handle, gva, _PROT_READ, self._scratch_ref) == 0:
             return self._scratch.value
         self.write_u64(x86.UC_X86_REG_CR2, cr2)
         return None
+
+    def read_many(self, names: list[Reg]) -> list[RegValue]:
+        """Several registers: the plain 64-bit ones in one batch (the engine reads RIP,
+        RSP and RFLAGS around every step)."""
+        ids = self._batch_ids.get(tuple(names))
+        if ids is None:
+            if not all(name in _SIMPLE for name in names):
+                return [self.read(name) for name in names]
+            ids = self._batch_ids[tuple(names)] = tuple(_SIMPLE[name] for name in names)
+        return self._fast.read(ids)
 
     def read(self, reg: Reg) -> RegValue:
         uid = _SIMPLE.get(reg)

@@ -303,6 +303,13 @@ class CpuInternals:
     def clear_halted(self) -> None:
         self._halted.value = 0
 
+    @property
+    def addresses(self) -> dict[str, int]:
+        """Where the fields are, for the C slice (native/fastslice.c)."""
+        return {"halted": ctypes.addressof(self._halted),
+                "exception_is_int": ctypes.addressof(self._is_int),
+                "old_exception": ctypes.addressof(self._old_exception)}
+
 
 def release(uc: Uc) -> None:
     """Close the engine now rather than whenever the garbage collector gets to it: a
