@@ -5,7 +5,9 @@
 - instruction steps per second (step_instruction on the spin loop);
 - breakpoint hits per second (resume -> hit -> resume on a breakpoint in the loop),
   alone and with 1,000 other breakpoints planted in unused RAM;
-- the cost of setting, resuming with, and removing N breakpoints (N = 10, 1,000, 10,000).
+- the cost of setting, resuming with, and removing N breakpoints (N = 10, 1,000, 10,000);
+- on the emulated platform, steps and hits again without the C slice, and hits without
+  the engine keeping its threads on one CPU: what each of the two brings.
 
 The baseline in the same run is the platform running the same loop with no debugger
 (instructions per second), so every number can be read as a ratio.
@@ -14,7 +16,10 @@ The baseline in the same run is the platform running the same loop with no debug
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 
 from common import build_guest, platforms_present, repeat, save
 
@@ -95,6 +100,33 @@ def breakpoint_costs(platform, image, count: int) -> dict[str, float]:
             "remove": remove_time, "resume after remove": resume_after_remove}
 
 
+@contextlib.contextmanager
+def _python_slice() -> Iterator[None]:
+    """Emulated vCPUs made meanwhile run without the C slice (platform/emulated/native)."""
+    from whpx_core.platform.emulated import native
+
+    load = native.load
+    native.load = lambda: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        native.load = load  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _threads_not_pinned() -> Iterator[None]:
+    """Engines made meanwhile leave their threads where the OS puts them (affinity.py)."""
+    before = os.environ.get("WHPX_PIN_THREADS")
+    os.environ["WHPX_PIN_THREADS"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["WHPX_PIN_THREADS"]
+        else:
+            os.environ["WHPX_PIN_THREADS"] = before
+
+
 def guest_speed(platform, image, iterations: int) -> float:
     from whpx_core.machine.vm import Machine
 
@@ -136,6 +168,16 @@ def main() -> None:
             "breakpoint hits/s with 1,000 others": repeat(
                 lambda p=platform, n=hits: hits_per_second(p, image, n, 1_000), runs),
         }
+        if name == "emulated":
+            # What the C slice and the thread pinning each bring, measured in this run.
+            with _python_slice():
+                row["instruction steps/s, pure-Python slice"] = repeat(
+                    lambda p=platform, n=steps: steps_per_second(p, image, n), runs)
+                row["breakpoint hits/s, pure-Python slice"] = repeat(
+                    lambda p=platform, n=hits: hits_per_second(p, image, n, 0), runs)
+            with _threads_not_pinned():
+                row["breakpoint hits/s, threads not pinned"] = repeat(
+                    lambda p=platform, n=hits: hits_per_second(p, image, n, 0), runs)
         for count in sizes:
             costs = [breakpoint_costs(platform, image, count) for _ in range(runs)]
             row[f"{count} breakpoints (s)"] = {

@@ -75,6 +75,9 @@ def _describe_exception(exit_: ExceptionExit) -> str:
 _T = TypeVar("_T")
 
 
+_STEP_REGISTERS = [Reg.RIP, Reg.RSP, Reg.RFLAGS]  # read around every step (never mutated)
+
+
 @dataclass(eq=False)
 class _StoppedCall:
     action: Callable[[], Any]
@@ -209,8 +212,10 @@ class Engine:
         for t in self._threads:
             t.read, t.write = self._reader(t.index), self._writer(t.index)
         machine.add_end_listener(self._on_machine_end)
-        # Before the vCPU threads start, so that they inherit it.
-        self._pin = affinity.Pin() if self.partition_capabilities.serial_execution else None
+        # Before the vCPU threads start, so that they inherit it. Only where one thing
+        # executes at a time anyway: on one vCPU, or on the emulated platform's baton.
+        one_at_a_time = self.partition_capabilities.serial_execution or machine.cpus == 1
+        self._pin = affinity.Pin() if one_at_a_time else None
         for t in self._threads:
             t.thread = threading.Thread(target=self._thread_main, args=(t,),
                                         name=f"engine-vcpu{t.index}", daemon=True)
@@ -714,7 +719,7 @@ class Engine:
 
     def _step(self, t: _VcpuThread, *, over_handlers: bool) -> Action:
         vcpu = t.vcpu
-        rip, rsp, rflags = vcpu.get_registers([Reg.RIP, Reg.RSP, Reg.RFLAGS])
+        rip, rsp, rflags = vcpu.get_registers(_STEP_REGISTERS)
         assert isinstance(rip, int) and isinstance(rsp, int) and isinstance(rflags, int)
         read, write = t.read, t.write
         code = self._code_at(rip, t.index)
@@ -722,8 +727,7 @@ class Engine:
         exit_ = self._step_primitive(t, rip)
         if not (isinstance(exit_, ExceptionExit) and exit_.is_single_step):
             return self._classify(t, exit_, stepping=True)
-        t.rip_after_step, new_rsp, new_rflags = vcpu.get_registers(
-            [Reg.RIP, Reg.RSP, Reg.RFLAGS])
+        t.rip_after_step, new_rsp, new_rflags = vcpu.get_registers(_STEP_REGISTERS)
         assert isinstance(new_rsp, int) and isinstance(new_rflags, int)
         frame = stepping.entered_handler(before, new_rsp, read)
         if frame is None:

@@ -129,7 +129,10 @@ class EmulatedPlatform(Platform):
         )
 
     def describe(self) -> str:
-        return "emulated (Unicorn; WHPX debug semantics modelled in software, virtual time)"
+        slice_ = "C slice" if native.load() is not None else \
+            f"pure-Python slice: {native.reason()}"
+        return f"emulated (Unicorn; WHPX debug semantics modelled in software, virtual " \
+            f"time; {slice_})"
 
     def create_partition(self, vcpu_count: int) -> EmulatedPartition:
         if not 1 <= vcpu_count <= MAX_VCPUS:
@@ -220,6 +223,9 @@ class EmulatedPartition(Partition):
 class _Event:
     kind: str  # "intr" or "invalid"
     vector: int = 0
+
+
+_RIP, _RSP, _RFLAGS = Reg.RIP, Reg.RSP, Reg.RFLAGS  # module constants: read every step
 
 
 class EmulatedVcpu(Vcpu):
@@ -555,8 +561,9 @@ class EmulatedVcpu(Vcpu):
             self._dr6_before, self._tf_at_start, self._bs_hidden = state[2], False, False
             if cpu.trapped and self.uc._hook_exception is None:
                 # The C slice already did what _host_step_trap does to DR6 and the CPU.
-                new_rip, _dr6, rsp, new_rflags = fast.result()
-                self._known = {Reg.RIP: new_rip, Reg.RSP: rsp, Reg.RFLAGS: new_rflags}
+                result = cpu.result  # _SLICE_RESULT: RIP, DR6, RSP, RFLAGS
+                new_rip = result[0]
+                self._known = {_RIP: new_rip, _RSP: result[2], _RFLAGS: result[3]}
                 clock = self._p.clock
                 clock.advance(1)
                 clock.fire_due()

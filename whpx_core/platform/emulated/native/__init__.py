@@ -111,8 +111,11 @@ def _built() -> Path:
     os.close(handle)
     try:
         flags = ["-O2", "-shared"] + ([] if sys.platform == "win32" else ["-fPIC"])
-        subprocess.run([compiler, *flags, "-o", partial, str(SOURCE)], check=True,
-                       capture_output=True, timeout=120)
+        done = subprocess.run([compiler, *flags, "-o", partial, str(SOURCE)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["no message"]
+            raise OSError(f"{compiler} failed: {lines[-1]}")
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
