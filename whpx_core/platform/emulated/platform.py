@@ -560,20 +560,13 @@ class EmulatedVcpu(Vcpu):
             self._slice_dr7, self._guest_tf = state[3], bool(rflags & RFLAGS_TF)
             self._dr6_before, self._tf_at_start, self._bs_hidden = state[2], False, False
             if cpu.trapped and self.uc._hook_exception is None:
-                # The C slice already did what _host_step_trap does to DR6 and the CPU.
-                result = cpu.result  # _SLICE_RESULT: RIP, DR6, RSP, RFLAGS
-                new_rip = result[0]
-                self._known = {_RIP: new_rip, _RSP: result[2], _RFLAGS: result[3]}
-                clock = self._p.clock
-                clock.advance(1)
-                clock.fire_due()
-                return ExceptionExit(Vector.DB, new_rip, debug_status=DR6_BS)
+                return self._step_trapped(cpu.result)  # C checked what _host_step_trap does
             try:
                 exit_ = self._after_native_run(fast, rip, error)
             except Exception as failure:  # an IoHandler failed inside a hook
                 return InternalErrorExit(self._rip(), f"device error: {failure!r}")
             if exit_ is None:
-                exit_ = self._host_step_trap(fast, restored=True)
+                exit_ = self._host_step_trap(fast)
             return exit_ if exit_ is not None else self._after_slice(rip, 1)
         finally:
             if alone:
@@ -581,23 +574,26 @@ class EmulatedVcpu(Vcpu):
             else:
                 baton.release(self.index, leaving=True)
 
-    def _host_step_trap(self, fast: native.NativeSlice, *, restored: bool = False) -> Exit | None:
+    def _host_step_trap(self, fast: native.NativeSlice) -> Exit | None:
         """The common end of a step, decided without the general path below: the host's
         TF trapped after one instruction, and no DR breakpoint, hook hit or event is
-        involved. What _after_slice would conclude, at a fraction of its cost."""
+        involved. What _after_slice would conclude, at a fraction of its cost; the C
+        slice has already put DR6 back (the step primitive leaves no trace there)."""
         event = self._event
         if event is None or event.kind != "intr" or event.vector != Vector.DB or \
                 self.breakpoints.hits.any or self._slice_dr7 & DR7_ENABLES or \
                 self._internals.exception_is_int:
             return None
-        rip, dr6, rsp, rflags = fast.result()
-        self._known = {Reg.RIP: rip, Reg.RSP: rsp, Reg.RFLAGS: rflags}
+        self._internals.clear_exception_in_flight()
+        return self._step_trapped(fast.cpu.result)
+
+    def _step_trapped(self, result) -> Exit:  # type: ignore[no-untyped-def]
+        """`result`: _SLICE_RESULT as the C slice read it (RIP, DR6, RSP, RFLAGS)."""
+        rip = result[0]
+        self._known = {_RIP: rip, _RSP: result[2], _RFLAGS: result[3]}
         clock = self._p.clock
         clock.advance(1)
         clock.fire_due()
-        self._internals.clear_exception_in_flight()
-        if not restored and dr6 != self._dr6_before:
-            self._restore_dr6()  # the host's step primitive leaves no trace
         self._bs_hidden = False
         return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)
 
