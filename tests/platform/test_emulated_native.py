@@ -129,8 +129,8 @@ def test_unicorn_translates_tf_code_apart_from_free_running_code():
     assert run(tf=False) == (1, [])  # the free run keeps its translation...
     assert run(tf=True) == (0, ["invalid"])  # ...the first TF run translates the INT1
     ram[code] = 0x48
-    assert run(tf=True) == (0, ["invalid"])  # and keeps it: why a guest's own TF
-    # (guest_single_stepped) makes write_step_byte invalidate
+    assert run(tf=True) == (0, ["invalid"])  # and keeps it: why code translated under
+    # TF while an INT1 was planted (tf_translations_unsafe) makes write_step_byte invalidate
     uc.ctl_remove_cache(code, code + 1)
     assert run(tf=True) == (1, [1])
 
@@ -161,3 +161,65 @@ def test_the_library_is_built_once_into_the_cache(tmp_path):
     stamp = built[0].stat().st_mtime_ns
     assert _native_in_subprocess({"WHPX_NATIVE_CACHE": str(tmp_path)}) == "True None"
     assert [p.stat().st_mtime_ns for p in tmp_path.iterdir()] == [stamp]
+
+
+def test_stepping_off_a_breakpoint_after_a_step_that_did_not_trap(monkeypatch):
+    """After MOV SS the single-step trap waits an instruction, so the step ends on its
+    count, and Unicorn has already translated the next block under TF: from the INT1
+    planted there. Stepping off that breakpoint must not run it (it used to, as a #UD)."""
+    from tests.platform.rawguest import CODE, RawGuest
+    from whpx_core.platform.exits import ExceptionExit, Vector
+
+    for c_slice in (True, False):
+        with monkeypatch.context() as patch:
+            if not c_slice:
+                patch.setattr(native, "load", lambda: None)
+            guest = RawGuest(choose("emulated").platform)
+        try:
+            guest.partition.set_exception_intercepts(frozenset({Vector.DB}))
+            planted = CODE + 4
+            guest.load(bytes.fromhex("8cd0" "8ed0" "90" "90"))  # mov eax,ss; mov ss,eax
+            partition, vcpu = guest.partition, guest.vcpu(0)
+            partition.swap_bytes([planted], [0xF1])  # as the breakpoint table plants it
+            vcpu.set_single_step(True)
+            for _ in range(2):
+                assert isinstance(vcpu.run(), ExceptionExit)
+            assert vcpu.get_int(Reg.RIP) == planted
+            partition.write_step_byte(planted, 0x90)  # the engine's step-over
+            done = vcpu.run()
+            assert isinstance(done, ExceptionExit) and done.is_single_step, (c_slice, done)
+            assert vcpu.get_int(Reg.RIP) == planted + 1, c_slice
+        finally:
+            guest.partition.close()
+
+
+def test_a_step_does_not_hold_the_baton_lock_while_devices_run():
+    """A device answering a stepped OUT may wait for another thread that cancels the
+    vCPU or raises an interrupt (the WHPX stand-in's emulator bridge does): both need
+    the baton's lock, so the fast step must not hold it while hooks run."""
+    import threading
+
+    from tests.platform.rawguest import RawGuest, RecordingIo
+    from whpx_core.platform.exits import ExceptionExit
+
+    guest = RawGuest(choose("emulated").platform)
+    vcpu = guest.vcpu(0)
+    answered: list[bool] = []
+
+    class WaitingDevice(RecordingIo):
+        def port_write(self, index: int, port: int, size: int, value: int) -> None:
+            other = threading.Thread(target=lambda: (vcpu.request_interrupt(0x30),
+                                                     vcpu.cancel()))
+            other.start()
+            other.join(5)
+            answered.append(not other.is_alive())
+
+    try:
+        guest.partition.set_io_handler(WaitingDevice())
+        guest.load(bytes.fromhex("e680" "90"))  # out 0x80, al; nop
+        vcpu.set_single_step(True)
+        assert isinstance(vcpu.run(), ExceptionExit)
+        assert answered == [True]
+    finally:
+        vcpu.set_single_step(False)
+        guest.partition.close()

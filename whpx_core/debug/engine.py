@@ -985,9 +985,11 @@ class Engine:
                 self._request_stop_locked()
         for t in self._threads:
             t.go.set()
-        for t in self._threads:
-            assert t.thread is not None
-            t.thread.join(5)
-        self.machine.close()
-        if self._pin is not None:
-            self._pin.release()
+        try:
+            for t in self._threads:
+                assert t.thread is not None
+                t.thread.join(5)
+            self.machine.close()
+        finally:
+            if self._pin is not None:
+                self._pin.release()

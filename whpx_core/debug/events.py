@@ -1,7 +1,8 @@
 """What the engine tells its client (the DAP layer), through one thread-safe channel.
 
-Events are values: nothing changes one once made (not frozen only because a frozen
-dataclass costs four times as much to build, and a Stopped is made at every step).
+Events are values: nothing changes one once made. Not frozen (so not hashable either)
+only because a frozen dataclass costs four times as much to build, and a Stopped is made
+at every step.
 """
 
 from __future__ import annotations

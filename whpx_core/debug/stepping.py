@@ -51,6 +51,8 @@ _PLAIN = Decoded(StepClass.PLAIN)
 def classify(code: bytes) -> Decoded:
     if code and code[0] not in _SPECIAL_FIRST:
         return _PLAIN  # no prefix, no REX, no special opcode: most instructions, at once
+    if len(code) > 1 and 0x40 <= code[0] <= 0x4F and code[1] not in _OPCODE_CLASS:
+        return _PLAIN  # REX and an ordinary opcode (a REX comes right before the opcode)
     operand_16 = rex_w = False
     i = 0
     while i < len(code) and code[i] in _PREFIXES:
@@ -87,6 +89,8 @@ class BeforeStep(NamedTuple):  # a tuple: built before every step, and cheaply
 
 def before_step(decoded: Decoded, rip: int, rsp: int, rflags: int, read: ReadMem) -> BeforeStep:
     guest_tf = tf_at_start = bool(rflags & RFLAGS_TF)
+    if decoded is _PLAIN:
+        return BeforeStep(decoded, rip, rsp, guest_tf, tf_at_start)  # loads no flags
     try:
         if decoded.kind is StepClass.POPF:
             size = 2 if decoded.operand_16 else 8

@@ -52,7 +52,11 @@ def _current_cpu(allowed: set[int]) -> int:
 
 class Pin:
     """Every thread of the process on one CPU (the caller's), until `release()`; threads
-    started meanwhile inherit it. Pins nest: the last release restores the CPUs."""
+    started meanwhile inherit it. Pins nest: the last release gives every thread the
+    process's CPUs from before the first pin (a thread's own narrower mask is not kept).
+    Every thread means every one: another engine's too, say an SMP KVM one living in the
+    same process (the adapter runs one VM per process; the test suite runs engines one
+    after the other)."""
 
     def __init__(self) -> None:
         global _holders, _original
@@ -69,10 +73,10 @@ class Pin:
 
     def release(self) -> None:
         global _holders
-        if not self.active or self._released:
-            return
-        self._released = True
         with _lock:
+            if not self.active or self._released:
+                return
+            self._released = True
             _holders -= 1
             if _holders == 0 and _original is not None and len(_original) > 1:
                 _set_all(_original)

@@ -5,9 +5,9 @@ like WHv's instruction emulator (WHvEmulatorTryIoEmulation calls back into the V
 Unicorn's MMIO hooks, they are answered synchronously through `IoHandler`, so a read
 never has to be completed across a second `run()`.
 
-Exits are values: nothing changes one once made. They are not frozen dataclasses only
-because one is made at every single step, and a frozen one costs four times as much to
-build (0.8 µs against 0.2).
+Exits are values: nothing changes one once made. They are not frozen dataclasses (so
+not hashable either) only because one is made at every single step, and a frozen one
+costs four times as much to build (0.8 µs against 0.2).
 """
 
 from __future__ import annotations

@@ -148,8 +148,11 @@ class EmulatedPartition(Partition):
         self.intercepts: frozenset[int] = frozenset()
         self.io: IoHandler | None = None
         self.ram = GuestRam()
-        # Set for good once a vCPU ran with the guest's own TF (see write_step_byte).
-        self.guest_single_stepped = False
+        # Code may have been translated under TF from a planted INT1, so write_step_byte
+        # must invalidate: set for good once the guest ran with its own TF, or a host step
+        # ended without its trap (after MOV SS the trap waits an instruction, and Unicorn
+        # has translated the next block under TF before its count stops it).
+        self.tf_translations_unsafe = False
         self._vcpus = [EmulatedVcpu(self, i) for i in range(vcpu_count)]
         self._closed = False
 
@@ -180,11 +183,12 @@ class EmulatedPartition(Partition):
 
     def write_step_byte(self, gpa: int, value: int) -> None:
         # Unicorn translates code run under TF apart from code run freely (TF is part of
-        # a translation's key: tests/platform/test_emulated_translation.py). The step's
+        # a translation's key: tests/platform/test_emulated_native.py). The step's
         # translation at a breakpoint is made from the original byte, the free run's from
-        # the INT1; both stay valid, so neither is redone at every hit. Unless the guest
-        # single-steps itself: its TF translations may hold a planted INT1.
-        if self.guest_single_stepped:
+        # the INT1; both stay valid, so neither is redone at every hit. Unless code may
+        # have been translated under TF while an INT1 was planted: see
+        # tf_translations_unsafe.
+        if self.tf_translations_unsafe:
             self.write_memory(gpa, bytes([value]))
         else:
             self.ram.write(gpa, bytes([value]))
@@ -494,7 +498,7 @@ class EmulatedVcpu(Vcpu):
             self._guest_tf = bool(rflags & RFLAGS_TF)
         else:
             if rflags & RFLAGS_TF:
-                self._p.guest_single_stepped = True  # see write_step_byte
+                self._p.tf_translations_unsafe = True  # the guest's own TF
             count = SLICE_INSTRUCTIONS
             deadline = clock.next_deadline()
             if deadline is not None:
@@ -522,12 +526,12 @@ class EmulatedVcpu(Vcpu):
             exit_ = self._host_step_trap(fast)
             if exit_ is not None:
                 return exit_
-        if not stepping and not self._p.guest_single_stepped:
+        if not stepping and not self._p.tf_translations_unsafe:
             # The guest may have set TF inside the slice (POPF) and met a planted INT1
             # or a fault before its first trap: that code was translated under TF.
             after = fast.result()[3] if fast is not None else \
                 self._regs.read_u64(x86.UC_X86_REG_RFLAGS)
-            self._p.guest_single_stepped = bool(after & RFLAGS_TF)
+            self._p.tf_translations_unsafe = bool(after & RFLAGS_TF)
         return self._after_slice(rip, count)
 
     def _step_fast(self, fast: native.NativeSlice) -> Exit | None:
@@ -539,10 +543,8 @@ class EmulatedVcpu(Vcpu):
             return None
         baton = self._p.baton
         # Usually no other vCPU is in run() (the engine steps one with the others
-        # parked): then the baton's lock is held through the step instead of taking and
-        # handing back the turn (a third of the cost). Hooks that run meanwhile may take
-        # it again (it is re-entrant); other threads wait the one instruction out.
-        alone = baton.enter_alone()
+        # parked): then the slot is taken without joining the round-robin.
+        alone = baton.enter_alone(self.index)
         if not alone:
             baton.acquire(self.index)
         try:
@@ -657,6 +659,7 @@ class EmulatedVcpu(Vcpu):
         if self._stepping:
             # A one-instruction slice that ended without a #DB: HLT, or an instruction
             # Unicorn finished without trapping. The step is done either way.
+            self._p.tf_translations_unsafe = True
             return ExceptionExit(Vector.DB, self._rip(), debug_status=DR6_BS)
         return None
 
@@ -751,7 +754,7 @@ class EmulatedVcpu(Vcpu):
         cause, dr6 = self._db_cause(rip)
         if cause == "tf":
             if not self._stepping:
-                self._p.guest_single_stepped = True  # TF set inside the slice (POPF)
+                self._p.tf_translations_unsafe = True  # TF set inside the slice (POPF)
             if self._stepping:
                 self._restore_dr6()  # the host's step primitive leaves no trace
                 return ExceptionExit(Vector.DB, rip, debug_status=DR6_BS)

@@ -66,8 +66,9 @@ class VirtualClock(Clock):
         """Run every callback that is due, including periodic ones re-armed meanwhile."""
         timers = self._timers
         if not timers or timers[0].deadline > self._now:
-            # The usual case, decided without the lock: timers are added by devices on
-            # the thread that holds the baton, so none can appear behind this check.
+            # The usual case, decided without the lock. A timer added meanwhile by
+            # another thread (a device on a vCPU that holds the slot, or fired by a
+            # sleeping vCPU) is not lost: the next fire_due sees it.
             return
         while True:
             with self._lock:
@@ -116,19 +117,24 @@ class Baton:
             self._waiting.discard(index)
             self._holder = index
 
-    def enter_alone(self) -> bool:
-        """Take the slot for a short run (one step) when no vCPU is runnable or
-        waiting: then there is no turn to respect, and the baton's lock itself is held
-        for the run (True; `leave_alone` after). False, holding nothing, otherwise."""
-        self.lock.acquire()
-        if self._holder is None and not self.running and not self._waiting:
-            return True
-        self.lock.release()
-        return False
+    def enter_alone(self, index: int) -> bool:
+        """Take the slot for one step when no vCPU is runnable or waiting: there is no
+        turn to respect then, so `index` does not join the round-robin (True;
+        `leave_alone` after). False, taking nothing, otherwise. The lock is not held
+        while the step runs: its hooks may wait on threads that need it (cancel,
+        request_interrupt)."""
+        with self.lock:
+            if self._holder is None and not self.running and not self._waiting:
+                self._holder = index
+                return True
+            return False
 
     def leave_alone(self, index: int) -> None:
-        self._last = index
-        self.lock.release()
+        with self.lock:
+            self._holder = None
+            self._last = index
+            if self._waiting or self.sleepers:
+                self.cond.notify_all()
 
     def release(self, index: int, *, leaving: bool = False) -> None:
         """Hand the slot on; `leaving`: `index` also leaves run() (see leave())."""

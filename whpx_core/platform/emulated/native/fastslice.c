@@ -137,8 +137,10 @@ int wx_run(wx_cpu *c, uint64_t count, int host_tf)
  * runs one instruction under TF. Returns WX_NOT_RUN, or wx_run's result. */
 int wx_step(wx_cpu *c)
 {
-    int err = wx_read_state(c);
+    int err;
+    c->event = WX_NO_EVENT;
     c->trapped = 0;
+    err = wx_read_state(c);
     if (err)
         return err;
     if (c->state[3] & WX_DR7_ENABLES)
@@ -170,12 +172,13 @@ int wx_read(wx_cpu *c, int *ids, uint64_t *out, int count)
  * into CR2 as if the guest had faulted, so CR2 is put back. Returns 1 when mapped. */
 int wx_translate(wx_cpu *c, uint64_t linear, int prot, uint64_t *physical)
 {
-    uint64_t cr2;
+    uint64_t cr2 = 0;
     void *ptr = &cr2;
     int id = c->cr2_id;
-    c->read_batch(c->uc, &id, &ptr, 1);
+    int saved = c->read_batch(c->uc, &id, &ptr, 1) == 0;
     if (c->translate(c->uc, linear, prot, physical) == 0)
         return 1;
-    c->write(c->uc, c->cr2_id, &cr2);
+    if (saved)
+        c->write(c->uc, c->cr2_id, &cr2);
     return 0;
 }
