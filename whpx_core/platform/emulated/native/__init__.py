@@ -10,6 +10,7 @@ hash of its source, so a changed source is rebuilt and concurrent builds do not 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -117,6 +118,10 @@ def _built() -> Path:
             lines = (done.stderr or done.stdout).strip().splitlines() or ["no message"]
             raise OSError(f"{compiler} failed: {lines[-1]}")
         os.replace(partial, target)
+        for stale in target.parent.glob(f"fastslice-*{suffix}"):
+            if stale != target:  # built from an older source; a process using one keeps it
+                with contextlib.suppress(OSError):
+                    stale.unlink()
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
