@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from dap_whpx.protocol.framing import ProtocolError
 from dap_whpx.protocol.messages import Request
+from whpx_core.debug.events import Output
 
 log = logging.getLogger("dap_whpx")
 
@@ -209,12 +211,19 @@ class Session:
         engine = self.engine
         stop = threading.Event()
 
+        held: list[Any] = []  # an event read while gathering output, handled next
+
         def pump() -> None:
             while not stop.is_set():
-                try:
-                    event = engine.events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
+                if held:
+                    event = held.pop()
+                else:
+                    try:
+                        event = engine.events.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                if isinstance(event, Output):
+                    event = _gather_output(engine.events, event, held)
                 with self.lock:
                     if stop.is_set() or self.engine is not engine:
                         return  # a closed or replaced engine's leftovers
@@ -234,3 +243,29 @@ class Session:
 
         with self.lock:
             events.translate(self, event)
+
+
+# Serial output arrives a byte at a time (the guest writes the UART's data port); one DAP
+# event per byte floods the client. Output that follows within this long is sent as one.
+OUTPUT_GATHER_S = 0.01
+OUTPUT_GATHER_MAX = 64 * 1024
+
+
+def _gather_output(events: Any, first: Output, held: list[Any]) -> Output:
+    """`first` and the output that follows it within OUTPUT_GATHER_S, as one event; the
+    first other event met is left in `held` (order is kept)."""
+    data = bytearray(first.data)
+    deadline = time.monotonic() + OUTPUT_GATHER_S
+    while len(data) < OUTPUT_GATHER_MAX:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            event = events.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if not isinstance(event, Output):
+            held.append(event)
+            break
+        data += event.data
+    return Output(bytes(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 from dap_whpx.session import Session
@@ -25,8 +26,14 @@ _REASONS = {
 def translate(session: Session, event: Any) -> None:
     match event:
         case Output(data=data):
-            session.event("output", {"category": "stdout",
-                                     "output": data.decode("utf-8", errors="replace")})
+            # A UTF-8 character may be split across two events: decode incrementally.
+            decoder = session.state.get("output_decoder")
+            if decoder is None:
+                decoder = session.state["output_decoder"] = \
+                    codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text = decoder.decode(data)
+            if text:
+                session.event("output", {"category": "stdout", "output": text})
         case LogMessage(breakpoint_id=engine_id, text=text):
             body = {"category": "console", "output": text + "\n"}
             owner = session.state.get("engine_to_dap", {}).get(engine_id)
