@@ -225,3 +225,16 @@ def test_a_step_does_not_hold_the_baton_lock_while_devices_run():
     finally:
         vcpu.set_single_step(False)
         guest.partition.close()
+
+
+def test_a_closed_partitions_vcpus_refuse_instead_of_crashing():
+    from tests.platform.rawguest import RawGuest
+    from whpx_core.platform.base import PlatformError
+
+    guest = RawGuest(choose("emulated").platform)
+    vcpu = guest.vcpu(0)
+    guest.partition.close()
+    for touch in (lambda: vcpu.get_registers([Reg.RAX]), lambda: vcpu.set(Reg.RAX, 1),
+                  vcpu.run, lambda: vcpu.translate_gva(0x1000)):
+        with pytest.raises(PlatformError, match="closed"):
+            touch()

@@ -154,7 +154,7 @@ class EmulatedPartition(Partition):
         # has translated the next block under TF before its count stops it).
         self.tf_translations_unsafe = False
         self._vcpus = [EmulatedVcpu(self, i) for i in range(vcpu_count)]
-        self._closed = False
+        self.closed = False  # vCPUs refuse to touch their freed engines after close
 
     # -- memory ------------------------------------------------------------------
     def map_memory(self, gpa: int, buffer: mmap.mmap) -> None:
@@ -210,9 +210,9 @@ class EmulatedPartition(Partition):
 
     def close(self) -> None:
         """Stop every vCPU and free the engines. Callers stop their vCPU threads first."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for vcpu in self._vcpus:
             vcpu.cancel()
         self.baton.acquire(-1)  # waits until no engine is executing
@@ -303,7 +303,13 @@ class EmulatedVcpu(Vcpu):
         self._regs.remove_cache(begin, end)
 
     def translate_gva(self, gva: int, read_phys: object = None) -> int | None:
+        self._check_open()
         return self._regs.translate(gva)
+
+    def _check_open(self) -> None:
+        # After close the engine is freed: reaching into it would crash the process.
+        if self._p.closed:
+            raise PlatformError("the partition is closed")
 
     # -- registers --------------------------------------------------------------------
     def get_registers(self, names: Iterable[Reg]) -> list[RegValue]:
@@ -315,6 +321,7 @@ class EmulatedVcpu(Vcpu):
                 return [known[name] for name in names]
             except KeyError:
                 pass
+        self._check_open()
         values = self._regs.read_many(names)
         if self._stepping and not self._guest_tf and Reg.RFLAGS in names:
             # The step primitive's TF belongs to the platform, not to the guest state.
@@ -324,6 +331,7 @@ class EmulatedVcpu(Vcpu):
 
     def set_registers(self, values: Mapping[Reg, RegValue]) -> None:
         self._known = None
+        self._check_open()
         self._regs.write(dict(values))
         if Reg.RIP in values:
             self._halted = False  # moving RIP takes the vCPU out of HLT, as on KVM
@@ -375,6 +383,7 @@ class EmulatedVcpu(Vcpu):
     # -- running ----------------------------------------------------------------------
     def run(self) -> Exit:
         self._known = None
+        self._check_open()
         if self._stepping and self._native is not None and not (
                 self._cancel or self._halted or self._pending_guest_db or
                 self._pending_exception is not None):
