@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def _cache_dir() -> Path:
 
 def _built() -> Path:
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + sys.platform.encode()).hexdigest()[:16]
+    host = f"{sys.platform} {platform.machine()}".encode()  # a home shared across hosts
+    tag = hashlib.sha256(source + host).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
     target = _cache_dir() / f"fastslice-{tag}{suffix}"
     if target.exists():
