@@ -162,6 +162,9 @@ class BreakpointOptions:
 class _VcpuThread:
     index: int
     vcpu: Vcpu
+    # Guest-virtual memory through this vCPU's page tables.
+    read: Callable[[int, int], bytes]
+    write: Callable[[int, bytes], None]
     go: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     pending: Stopped | _Internal | None = None  # a stop not acted on yet
@@ -172,9 +175,6 @@ class _VcpuThread:
     rip_after_step: int | None = None  # saves a register read per step
     # An intercepted exception reported to the user: the guest gets it when resumed.
     owed_exception: tuple[int, int | None, int] | None = None  # vector, error, RIP advance
-    # Guest-virtual memory through this vCPU's page tables (set by the engine).
-    read: Callable[[int, int], bytes] = field(default=lambda address, size: b"")
-    write: Callable[[int, bytes], None] = field(default=lambda address, data: None)
 
 
 class Engine:
@@ -208,9 +208,8 @@ class Engine:
         self._intercepts: frozenset[int] | None = None  # as last given to the platform
         slots = self.partition_capabilities.hardware_breakpoints
         self._hw_slots: list[tuple[Breakpoint, HwBreakpoint] | None] = [None] * slots
-        self._threads = [_VcpuThread(i, self.partition.vcpu(i)) for i in range(machine.cpus)]
-        for t in self._threads:
-            t.read, t.write = self._reader(t.index), self._writer(t.index)
+        self._threads = [_VcpuThread(i, self.partition.vcpu(i), self._reader(i), self._writer(i))
+                         for i in range(machine.cpus)]
         machine.add_end_listener(self._on_machine_end)
         # Before the vCPU threads start, so that they inherit it. Only where one thing
         # executes at a time anyway: on one vCPU, or on the emulated platform's baton.

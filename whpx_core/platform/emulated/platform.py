@@ -250,7 +250,9 @@ class EmulatedVcpu(Vcpu):
         if self._native is None:
             uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
             uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        self._regs = UnicornRegisters(uc, self._internals, self._read_linear, self._native)
+        self._fast = FastRegisters(uc)
+        self._regs = UnicornRegisters(uc, self._internals, self._read_linear,
+                                      self._native or self._fast, self._native)
         # The guest's RIP, RSP and RFLAGS as a fast step left them, until anything can
         # change them (run, set_registers): the engine reads them around every step.
         self._known: dict[Reg, RegValue] | None = None
@@ -264,7 +266,6 @@ class EmulatedVcpu(Vcpu):
         self._pending_exception: tuple[int, int | None] | None = None
         self._pending_guest_db = 0  # DR6 B0-B3 of a guest data #DB not delivered yet
         self._emu_thread: int | None = None
-        self._fast = FastRegisters(uc)
         self.breakpoints = BreakpointHooks(uc, self._fast)
         # DR6 at the start of the slice, whether TF was set then, and whether DR6's
         # (sticky) BS was hidden so that a fresh BS tells a TF trap (see _db_cause).

@@ -56,7 +56,7 @@ _SET_ORDER = {reg: n for n, reg in enumerate(
 class UnicornRegisters:
     def __init__(
         self, uc: Uc, internals: CpuInternals, read_linear: Callable[[int, int], bytes],
-        native: NativeSlice | None = None,
+        batch: FastRegisters | NativeSlice, native: NativeSlice | None = None,
     ) -> None:
         self._uc = uc
         self._handle = uc._uch
@@ -64,7 +64,7 @@ class UnicornRegisters:
         self._scratch_ref = ctypes.byref(self._scratch)
         self._internals = internals
         self._read_linear = read_linear
-        self._fast = native if native is not None else FastRegisters(uc)
+        self._fast = batch  # the vCPU's batch reader: the C slice's, or ctypes
         self._native = native
         self._batch_ids: dict[tuple[Reg, ...], tuple[int, ...]] = {}
 

@@ -186,10 +186,6 @@ class NativeSlice:
         """wx_step: one host TF step unless the guest's DR7 is armed (NOT_RUN)."""
         return self._lib.wx_step(self.cpu)
 
-    @property
-    def state(self) -> list[int]:
-        return ffi.unpack(self.cpu.state, self._n_state)
-
     def read(self, ids: tuple[int, ...]) -> list[int]:
         """Registers by Unicorn id, in one batch."""
         batch = self._batches.get(ids)
